@@ -1,0 +1,40 @@
+"""Bearer token authentication: `Authorization: Bearer acp_…`."""
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from acp.models import ApiToken
+from acp.services import TOKEN_PREFIX, token_hash, token_touch
+
+INVALID_TOKEN = "Invalid, expired or revoked token."
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
+        try:
+            raw = header[1].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise exceptions.AuthenticationFailed(INVALID_TOKEN) from exc
+        return authenticate_raw_token(raw)
+
+    def authenticate_header(self, request):
+        return self.keyword
+
+
+def authenticate_raw_token(raw: str):
+    """Return (user, token) for a usable token, else raise AuthenticationFailed."""
+    if not raw.startswith(TOKEN_PREFIX):
+        raise exceptions.AuthenticationFailed(INVALID_TOKEN)
+    token = ApiToken.objects.select_related("user", "device").filter(key_hash=token_hash(raw)).first()
+    now = timezone.now()
+    if token is None or not token.is_usable(now) or not token.user.is_active:
+        raise exceptions.AuthenticationFailed(INVALID_TOKEN)
+    token_touch(token=token, now=now)
+    return token.user, token

@@ -1,0 +1,134 @@
+"""One error shape for both API families: {"error": str, "code": str, "details": {}}."""
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(exceptions.APIException):
+    """A domain error with a machine code; `details` goes to the client as is."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid_request"
+    default_detail = "Invalid request."
+
+    def __init__(self, message=None, *, code=None, details=None, status_code=None):
+        super().__init__(message or self.default_detail, code or self.default_code)
+        self.error_code = code or self.default_code
+        self.details = details or {}
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class Conflict(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+    default_detail = "The request conflicts with the current state."
+
+
+class StateTransitionConflict(Conflict):
+    default_code = "state_transition_conflict"
+    default_detail = "That state transition is not allowed."
+
+
+class PayloadTooLarge(ApiError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "payload_too_large"
+    default_detail = "The request body is too large."
+
+
+class Unprocessable(ApiError):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "unprocessable"
+    default_detail = "The request cannot be processed."
+
+
+# DRF exception class -> (machine code, fixed message or None to keep DRF's).
+_CODES = [
+    (exceptions.ValidationError, "invalid_request", "Invalid request."),
+    (exceptions.ParseError, "invalid_request", None),
+    (exceptions.NotAuthenticated, "unauthorized", "Authentication credentials were not provided."),
+    (exceptions.AuthenticationFailed, "unauthorized", None),
+    (exceptions.NotFound, "not_found", "Not found."),
+    (exceptions.PermissionDenied, "forbidden", None),
+    (exceptions.MethodNotAllowed, "method_not_allowed", None),
+    (exceptions.NotAcceptable, "not_acceptable", None),
+    (exceptions.UnsupportedMediaType, "unsupported_media_type", None),
+    (exceptions.Throttled, "rate_limited", None),
+]
+
+
+def error_body(message: str, code: str, details=None) -> dict:
+    return {"error": message, "code": code, "details": details or {}}
+
+
+def error_json_response(status_code: int, message: str, code: str, details=None) -> JsonResponse:
+    """The error shape for places outside DRF (middleware, URL-level 404)."""
+    return JsonResponse(error_body(message, code, details), status=status_code)
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if not isinstance(exc, exceptions.APIException):
+        return None  # a real bug: let Django log it and answer 500
+
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))
+
+    if isinstance(exc, ApiError):
+        body = error_body(str(exc.detail), exc.error_code, exc.details)
+    else:
+        body = _drf_error_body(exc)
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+def _drf_error_body(exc: exceptions.APIException) -> dict:
+    code, message = next(
+        ((code, message) for exc_class, code, message in _CODES if isinstance(exc, exc_class)), ("error", None)
+    )
+    if isinstance(exc, exceptions.ValidationError):
+        details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        return error_body(_first_message(details) or message, code, details)
+    return error_body(message or str(exc.detail), code)
+
+
+def _first_message(details) -> str | None:
+    """A readable one-line summary of a field-error tree, e.g. "plan: This field is required."."""
+    for field, errors in details.items():
+        while isinstance(errors, dict) and errors:
+            field, errors = next(iter(errors.items()))
+        if isinstance(errors, list) and errors:
+            first = errors[0]
+            if isinstance(first, dict):
+                return _first_message(first)
+            return f"{field}: {first}"
+    return None
+
+
+API_PREFIXES = ("/v1/", "/api/v1/")
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES)
+
+
+def api_404_view(request, exception=None):
+    if is_api_path(request.path):
+        return error_json_response(404, "Not found.", "not_found")
+    return defaults.page_not_found(request, exception)
+
+
+def api_500_view(request):
+    return error_json_response(500, "Internal server error.", "server_error")

@@ -1,0 +1,59 @@
+"""Wire format of the registry (`/v1`, camelCase)."""
+
+from rest_framework import serializers
+
+from acp.api.serializers import JSONObjectField
+from acp.models import Device, Environment, Project
+
+OWNED_FIELDS = ["id", "userId", "createdAt", "updatedAt"]
+
+
+class OwnedModelSerializer(serializers.ModelSerializer):
+    userId = serializers.UUIDField(source="user_id", read_only=True, format="hex_verbose")
+    createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+    updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
+
+
+class ProjectSerializer(OwnedModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["id", "userId", "name", "createdAt", "updatedAt"]
+
+
+class EnvironmentSerializer(OwnedModelSerializer):
+    class Meta:
+        model = Environment
+        fields = ["id", "userId", "name", "createdAt", "updatedAt"]
+
+
+class DeviceSerializer(OwnedModelSerializer):
+    appVersion = serializers.CharField(source="app_version", max_length=100, required=False, allow_blank=True)
+    daemonVersion = serializers.CharField(source="daemon_version", max_length=100, required=False, allow_blank=True)
+    capabilities = JSONObjectField(required=False)
+    status = serializers.ChoiceField(choices=["online", "offline"], read_only=True)
+    lastSeenAt = serializers.DateTimeField(source="last_seen_at", read_only=True)
+
+    class Meta:
+        model = Device
+        fields = [
+            "id",
+            "userId",
+            "name",
+            "platform",
+            "hostname",
+            "appVersion",
+            "daemonVersion",
+            "status",
+            "capabilities",
+            "lastSeenAt",
+            "createdAt",
+            "updatedAt",
+        ]
+
+
+class DeviceHeartbeatSerializer(serializers.Serializer):
+    appVersion = serializers.CharField(source="app_version", max_length=100, required=False, allow_blank=True)
+    daemonVersion = serializers.CharField(source="daemon_version", max_length=100, required=False, allow_blank=True)
+    capabilities = JSONObjectField(required=False)
+    platform = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    hostname = serializers.CharField(max_length=255, required=False, allow_blank=True)

@@ -1,0 +1,68 @@
+"""OpenAPI generation: envelopes and the error shape documented on every operation."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+from acp.api.serializers import ErrorSerializer
+
+_ENVELOPES: dict[tuple[str, type], type] = {}
+
+_ERROR_DESCRIPTIONS = {
+    "400": "Invalid request: malformed JSON, wrong types, NUL characters; field errors in `details`.",
+    "401": "Missing, unknown, expired or revoked bearer token.",
+    "403": "The token may not do this (a device token outside daemon work).",
+    "404": "No such object, or not the caller's.",
+    "413": "The body or the plan is over the size limit.",
+    "415": "The body is not `application/json`.",
+}
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def envelope_serializer(key: str, serializer_class) -> type:
+    """A serializer class `{key: <serializer_class>}`, one per pair, for the `/v1` single-object wrapper."""
+    if not isinstance(serializer_class, type):
+        serializer_class = type(serializer_class)
+    cache_key = (key, serializer_class)
+    if cache_key not in _ENVELOPES:
+        name = serializer_class.__name__.removesuffix("Serializer") + "Envelope"
+        _ENVELOPES[cache_key] = type(name, (serializers.Serializer,), {key: serializer_class(read_only=True)})
+    return _ENVELOPES[cache_key]
+
+
+class AcpAutoSchema(AutoSchema):
+    def get_response_serializers(self):
+        serializer = super().get_response_serializers()
+        key = getattr(self.view, "envelope_key", None)
+        if key and serializer is not None and not self._is_list_view(serializer):
+            return envelope_serializer(key, serializer)
+        return serializer
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if direction != "response":
+            return responses
+        for code in self._error_codes():
+            responses.setdefault(
+                code, self._get_response_for_code(OpenApiResponse(ErrorSerializer, _ERROR_DESCRIPTIONS[code]), code)
+            )
+        return responses
+
+    def _error_codes(self) -> list[str]:
+        codes = ["400"]
+        if self.get_auth():
+            codes += ["401", "403"]
+        if "{" in self.path or self.get_auth():
+            codes.append("404")
+        if self.method in _BODY_METHODS:
+            codes += ["413", "415"]
+        return codes
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "acp.api.authentication.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "An `acp_…` user or device token."}

@@ -1,0 +1,41 @@
+"""Serializer building blocks shared by every app."""
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField(help_text="A human-readable message.")
+    code = serializers.CharField(help_text="A machine code: invalid_request, not_found, conflict, …")
+    details = serializers.DictField(help_text="Field errors for 400; context for other codes.")
+
+
+class OwnedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """A reference to one of the caller's own objects; anyone else's id reads as not existing."""
+
+    def get_queryset(self):
+        request = self.context["request"]
+        return super().get_queryset().filter(user=request.user)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, str | int):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        try:
+            return super().to_internal_value(data)
+        except (ValueError, TypeError, DjangoValidationError):
+            self.fail("does_not_exist", pk_value=data)
+
+
+@extend_schema_field(OpenApiTypes.OBJECT)
+class JSONObjectField(serializers.JSONField):
+    """A JSON value that must be an object (a dict)."""
+
+    default_error_messages = {"not_object": "Must be a JSON object."}
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        if not isinstance(data, dict):
+            self.fail("not_object")
+        return data

@@ -1,0 +1,67 @@
+"""The base of every `/v1` object endpoint: ownership, device scope, envelopes, the 201/200 split."""
+
+from rest_framework import mixins, status, viewsets
+from rest_framework.response import Response
+
+from acp.api.permissions import token_device_id
+
+
+def scope_to_owner(queryset, request, *, owner_field="user", device_field=None):
+    """Only the caller's rows; for a device token, only its device's rows (none if the model has no device)."""
+    queryset = queryset.filter(**{owner_field: request.user})
+    device_id = token_device_id(request)
+    if device_id is not None:
+        if device_field is None:
+            return queryset.none()
+        queryset = queryset.filter(**{device_field: device_id})
+    return queryset
+
+
+class OwnedViewSetMixin:
+    """Filters to the caller's rows; single objects come back as {envelope_key: {...}}."""
+
+    envelope_key: str | None = None
+    owner_field = "user"
+    device_field: str | None = None
+    lookup_value_converter = "uuid"
+    device_token_actions: tuple[str, ...] = ()
+
+    def get_queryset(self):
+        return scope_to_owner(
+            super().get_queryset(), self.request, owner_field=self.owner_field, device_field=self.device_field
+        )
+
+    def wrap(self, data):
+        return {self.envelope_key: data} if self.envelope_key else data
+
+    def perform_create(self, serializer):
+        serializer.save(user=self.request.user)
+
+
+class OwnedModelViewSet(
+    OwnedViewSetMixin,
+    mixins.ListModelMixin,
+    viewsets.GenericViewSet,
+):
+    """list, create, retrieve, partial update (PATCH) and delete of an owned model."""
+
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        self.perform_create(serializer)
+        return Response(self.wrap(serializer.data), status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(self.wrap(self.get_serializer(self.get_object()).data))
+
+    def partial_update(self, request, *args, **kwargs):
+        serializer = self.get_serializer(self.get_object(), data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        serializer.save()
+        return Response(self.wrap(serializer.data))
+
+    def destroy(self, request, *args, **kwargs):
+        self.get_object().delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,118 @@
+"""The registry every app shares: API tokens, projects, environments and devices."""
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class OwnedModel(models.Model):
+    """A UUID-keyed object with one owner and creation/update times."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
+
+
+class Project(OwnedModel):
+    name = models.CharField(max_length=200)
+
+    class Meta(OwnedModel.Meta):
+        indexes = [models.Index(fields=["user", "-created_at"], name="project_user_created")]
+
+    def __str__(self):
+        return self.name
+
+
+class Environment(OwnedModel):
+    """A remote computer ("Computer ID")."""
+
+    name = models.CharField(max_length=200)
+
+    class Meta(OwnedModel.Meta):
+        indexes = [models.Index(fields=["user", "-created_at"], name="environment_user_created")]
+
+    def __str__(self):
+        return self.name
+
+
+class DeviceQuerySet(models.QuerySet):
+    def online(self, now=None):
+        return self.filter(last_seen_at__gte=Device.online_since(now))
+
+    def offline(self, now=None):
+        return self.exclude(last_seen_at__gte=Device.online_since(now))
+
+
+class Device(OwnedModel):
+    """A user's own computer running the ACP daemon (a "machine" in the /api/v1 family)."""
+
+    name = models.CharField(max_length=200)
+    platform = models.CharField(max_length=100, blank=True, default="")
+    hostname = models.CharField(max_length=255, blank=True, default="")
+    app_version = models.CharField(max_length=100, blank=True, default="")
+    daemon_version = models.CharField(max_length=100, blank=True, default="")
+    capabilities = models.JSONField(default=dict, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DeviceQuerySet.as_manager()
+
+    class Meta(OwnedModel.Meta):
+        indexes = [models.Index(fields=["user", "-created_at"], name="device_user_created")]
+
+    def __str__(self):
+        return self.name
+
+    @staticmethod
+    def online_since(now=None):
+        now = now or timezone.now()
+        return now - timedelta(seconds=settings.ACP_DEVICE_OFFLINE_AFTER)
+
+    def is_online(self, now=None) -> bool:
+        return self.last_seen_at is not None and self.last_seen_at >= self.online_since(now)
+
+    @property
+    def status(self) -> str:
+        return "online" if self.is_online() else "offline"
+
+
+class ApiToken(models.Model):
+    """A bearer token. Only its SHA-256 is stored; the token itself is shown once, at creation.
+
+    A token with a device acts only for that device's daemon work.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, null=True, blank=True, related_name="api_tokens")
+    name = models.CharField(max_length=200, blank=True, default="")
+    key_prefix = models.CharField(max_length=16, help_text="The first characters, to recognise a token.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self):
+        return f"{self.key_prefix}… ({self.name or 'unnamed'})"
+
+    @property
+    def kind(self) -> str:
+        return "device" if self.device_id else "user"
+
+    def is_usable(self, now=None) -> bool:
+        now = now or timezone.now()
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > now
