@@ -1,0 +1,45 @@
+from django.db import models
+
+
+class ThreadStatus(models.TextChoices):
+    ACTIVE = "active"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class SessionStatus(models.TextChoices):
+    CREATED = "created"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+SESSION_TERMINAL_STATES = frozenset({SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED})
+
+
+class CommandType(models.TextChoices):
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"
+    MESSAGE = "message"
+
+
+class CommandStatus(models.TextChoices):
+    PENDING = "pending"
+    ACKNOWLEDGED = "acknowledged"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+COMMAND_TERMINAL_STATES = frozenset({CommandStatus.COMPLETED, CommandStatus.CANCELLED})
+
+# from-state -> states an ack may move a command to (a repeat of the current state is a no-op, not a move).
+COMMAND_ALLOWED_TRANSITIONS = {
+    CommandStatus.PENDING: {CommandStatus.ACKNOWLEDGED, CommandStatus.COMPLETED, CommandStatus.CANCELLED},
+    CommandStatus.ACKNOWLEDGED: {CommandStatus.COMPLETED, CommandStatus.CANCELLED},
+    CommandStatus.COMPLETED: set(),
+    CommandStatus.CANCELLED: set(),
+}
