@@ -43,3 +43,6 @@ COMMAND_ALLOWED_TRANSITIONS = {
     CommandStatus.COMPLETED: set(),
     CommandStatus.CANCELLED: set(),
 }
+
+# The statuses a local session may be created in; the terminal ones are reached only through `complete` or a cancel.
+SESSION_START_STATES = frozenset({SessionStatus.CREATED, SessionStatus.RUNNING})

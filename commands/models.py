@@ -3,7 +3,17 @@
 from django.db import models
 
 from acp.models import Device, Environment, OwnedModel
-from commands.choices import CommandStatus, CommandType, SessionStatus, ThreadStatus
+from commands.choices import (
+    COMMAND_TERMINAL_STATES,
+    SESSION_TERMINAL_STATES,
+    CommandStatus,
+    CommandType,
+    SessionStatus,
+    ThreadStatus,
+)
+
+_SESSION_TERMINAL = sorted(SESSION_TERMINAL_STATES)
+_COMMAND_TERMINAL = sorted(COMMAND_TERMINAL_STATES)
 
 
 class Thread(OwnedModel):
@@ -14,6 +24,9 @@ class Thread(OwnedModel):
 
     class Meta(OwnedModel.Meta):
         indexes = [models.Index(fields=["user", "-created_at"], name="thread_user_created")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=ThreadStatus.values), name="thread_status_valid"),
+        ]
 
     def __str__(self):
         return self.title or str(self.id)
@@ -41,6 +54,22 @@ class LocalSession(OwnedModel):
             models.Index(fields=["thread", "-created_at"], name="localsession_thread_created"),
             models.Index(fields=["device", "status"], name="localsession_device_status"),
         ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=SessionStatus.values), name="localsession_status_valid"
+            ),
+            # An ended session has its end time, and only an ended one.
+            models.CheckConstraint(
+                condition=models.Q(status__in=_SESSION_TERMINAL, completed_at__isnull=False)
+                | (~models.Q(status__in=_SESSION_TERMINAL) & models.Q(completed_at__isnull=True)),
+                name="localsession_completed_at_iff_ended",
+            ),
+            # Only a live session can be paused.
+            models.CheckConstraint(
+                condition=models.Q(paused_at__isnull=True) | ~models.Q(status__in=_SESSION_TERMINAL),
+                name="localsession_paused_only_while_live",
+            ),
+        ]
 
     def __str__(self):
         return f"local session {self.id} ({self.status})"
@@ -61,6 +90,50 @@ class ControlCommand(OwnedModel):
             models.Index(fields=["session", "status", "created_at"], name="command_session_status"),
             models.Index(fields=["created_at"], name="command_pending_created", condition=models.Q(status="pending")),
         ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(status__in=CommandStatus.values), name="command_status_valid"),
+            models.CheckConstraint(condition=models.Q(command_type__in=CommandType.values), name="command_type_valid"),
+            # A finished (completed or cancelled) command has its end time, and only a finished one.
+            models.CheckConstraint(
+                condition=models.Q(status__in=_COMMAND_TERMINAL, completed_at__isnull=False)
+                | (~models.Q(status__in=_COMMAND_TERMINAL) & models.Q(completed_at__isnull=True)),
+                name="command_completed_at_iff_finished",
+            ),
+            # Acknowledged and completed commands were acknowledged at some time; pending ones were not.
+            models.CheckConstraint(
+                condition=~models.Q(status__in=[CommandStatus.ACKNOWLEDGED, CommandStatus.COMPLETED])
+                | models.Q(acknowledged_at__isnull=False),
+                name="command_acknowledged_at_set",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status=CommandStatus.PENDING) | models.Q(acknowledged_at__isnull=True),
+                name="command_pending_not_acknowledged",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(acknowledged_at__isnull=True)
+                | models.Q(completed_at__isnull=True)
+                | models.Q(completed_at__gte=models.F("acknowledged_at")),
+                name="command_completed_after_acknowledged",
+            ),
+        ]
 
     def __str__(self):
         return f"{self.command_type} {self.id} ({self.status})"
+
+
+class IdempotencyKey(OwnedModel):
+    """The first answer to a request made with an `Idempotency-Key`, replayed to its repeats (per user)."""
+
+    key = models.CharField(max_length=255)
+    request_fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and body.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    command = models.ForeignKey(
+        ControlCommand, on_delete=models.SET_NULL, null=True, blank=True, related_name="idempotency_keys"
+    )
+
+    class Meta(OwnedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+
+    def __str__(self):
+        return self.key

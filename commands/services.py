@@ -1,16 +1,82 @@
-"""Every write and state change of threads, local sessions and control commands."""
+"""Every write and state change of threads, local sessions and control commands.
+
+Locking order, everywhere: the session row (`FOR NO KEY UPDATE`, so inserting its commands is not blocked),
+then its command rows. Functions that take `session` accept a `LocalSession` or its id, and an optional
+`sessions` queryset: the sessions the caller may see (the API passes the caller's scope, so an invisible
+session raises `LocalSession.DoesNotExist` exactly like a missing one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from commands.choices import SessionStatus
-from commands.models import LocalSession, Thread
+from acp.realtime import notify
+from commands.choices import (
+    COMMAND_ALLOWED_TRANSITIONS,
+    SESSION_START_STATES,
+    SESSION_TERMINAL_STATES,
+    CommandStatus,
+    CommandType,
+    SessionStatus,
+)
+from commands.models import ControlCommand, IdempotencyKey, LocalSession, Thread
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)  # how far in the future a client's timestamp may be
+_UNSET = object()
+
+
+class CommandsError(Exception):
+    """Base of the domain errors of this app."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidTransition(CommandsError):
+    """The move is not allowed from the current state; `obj` is the row as it stands."""
+
+    def __init__(self, message: str, *, obj):
+        super().__init__(message)
+        self.obj = obj
+
+
+class PreconditionFailed(CommandsError):
+    """The session's state does not allow this command (ended; already paused; not paused)."""
+
+    def __init__(self, message: str, *, session: LocalSession):
+        super().__init__(message)
+        self.session = session
+
+
+class InvalidInput(CommandsError):
+    """Bad values (timestamps out of order or in the future, a message without text); `errors` per field."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__(next(iter(errors.values())))
+        self.errors = errors
+
+
+def command_notify_key(session_id) -> str:
+    """The `acp.realtime` key a session's pollers wait on."""
+    return f"commands:{session_id}"
+
+
+# --- threads -----------------------------------------------------------------------------------------------------
 
 
 @transaction.atomic
 def thread_create(*, user, environment=None, title: str = "", metadata: dict | None = None) -> Thread:
     """Create a thread owned by `user`."""
     return Thread.objects.create(user=user, environment=environment, title=title, metadata=metadata or {})
+
+
+# --- local sessions ----------------------------------------------------------------------------------------------
 
 
 @transaction.atomic
@@ -24,7 +90,12 @@ def local_session_create(
     started_at=None,
     metadata: dict | None = None,
 ) -> LocalSession:
-    """Create a local session of `thread` on `device` (both `user`'s). `environment` follows the binding."""
+    """Create a local session of `thread` on `device` (both `user`'s), `created` or `running`.
+
+    `environment` follows the binding, else the thread; a `running` session without `started_at` starts now.
+    """
+    if status not in SESSION_START_STATES:
+        raise ValueError(f"A local session starts created or running, not {status!r}.")
     if status == SessionStatus.RUNNING and started_at is None:
         started_at = timezone.now()
     environment_id = workspace_binding.environment_id if workspace_binding else thread.environment_id
@@ -38,3 +109,303 @@ def local_session_create(
         started_at=started_at,
         metadata=metadata or {},
     )
+
+
+def _lock_session(session, sessions: QuerySet | None) -> LocalSession:
+    session_id = getattr(session, "pk", session)
+    queryset = LocalSession.objects.all() if sessions is None else sessions
+    return queryset.select_for_update(no_key=True).get(pk=session_id)
+
+
+@transaction.atomic
+def local_session_heartbeat(
+    *, session, metadata=_UNSET, error=_UNSET, sessions: QuerySet | None = None, now: datetime | None = None
+) -> LocalSession:
+    """Record that the session is alive: `lastHeartbeatAt` = now; a `created` session becomes `running`.
+
+    `metadata` and `error`, when given, replace the stored values. An ended session raises `PreconditionFailed`.
+    """
+    now = now or timezone.now()
+    session = _lock_session(session, sessions)
+    if session.status in SESSION_TERMINAL_STATES:
+        raise PreconditionFailed(f"The session has ended ({session.status}).", session=session)
+    session.last_heartbeat_at = now
+    fields = ["last_heartbeat_at", "updated_at"]
+    if session.status == SessionStatus.CREATED:
+        session.status = SessionStatus.RUNNING
+        fields.append("status")
+        if session.started_at is None:
+            session.started_at = now
+            fields.append("started_at")
+    if metadata is not _UNSET:
+        session.metadata = metadata if metadata is not None else {}
+        fields.append("metadata")
+    if error is not _UNSET:
+        session.error = error
+        fields.append("error")
+    session.save(update_fields=fields)
+    return session
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a state-changing call did: the row as it now stands, and whether anything was written."""
+
+    obj: object
+    changed: bool
+
+
+@transaction.atomic
+def local_session_complete(
+    *,
+    session,
+    status: str = SessionStatus.COMPLETED,
+    completed_at: datetime | None = None,
+    error=_UNSET,
+    metadata=_UNSET,
+    sessions: QuerySet | None = None,
+    now: datetime | None = None,
+) -> Outcome:
+    """End the session with terminal `status` (completed, failed, cancelled); its pending commands are cancelled.
+
+    Ending it again with the same status changes nothing (`changed=False`); a different terminal status raises
+    `InvalidTransition`. `completed_at` (default now) may not precede the session's start or be in the future.
+    """
+    if status not in SESSION_TERMINAL_STATES:
+        raise ValueError(f"{status!r} is not a terminal session status.")
+    now = now or timezone.now()
+    _check_not_future({"completedAt": completed_at}, now)
+    session = _lock_session(session, sessions)
+    if session.status == status:
+        return Outcome(session, False)
+    if session.status in SESSION_TERMINAL_STATES:
+        raise InvalidTransition(f"The session already ended {session.status}; it cannot become {status}.", obj=session)
+    completed_at = completed_at or now
+    if completed_at < session.created_at:
+        raise InvalidInput({"completedAt": "completedAt is before the session was created."})
+    if session.started_at is not None and completed_at < session.started_at:
+        raise InvalidInput({"completedAt": "completedAt is before the session started."})
+    fields = _end_session(session, status=status, completed_at=completed_at, now=now)
+    if metadata is not _UNSET:
+        session.metadata = metadata if metadata is not None else {}
+        fields.append("metadata")
+    if error is not _UNSET:
+        session.error = error
+        fields.append("error")
+    session.save(update_fields=fields)
+    return Outcome(session, True)
+
+
+def _end_session(session: LocalSession, *, status: str, completed_at: datetime, now: datetime) -> list[str]:
+    """Mark a locked session ended (the caller saves the returned fields) and cancel its pending commands."""
+    session.status = status
+    session.completed_at = completed_at
+    session.paused_at = None
+    ControlCommand.objects.filter(session=session, status=CommandStatus.PENDING).update(
+        status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
+    )
+    return ["status", "completed_at", "paused_at", "updated_at"]
+
+
+# --- control commands --------------------------------------------------------------------------------------------
+
+
+def validate_command_payload(command_type: str, payload) -> dict:
+    """The payload a command of `command_type` must carry; raises `InvalidInput`."""
+    if command_type not in CommandType.values:
+        raise InvalidInput({"commandType": f"{command_type!r} is not a command type."})
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise InvalidInput({"payload": "Must be a JSON object."})
+    if command_type == CommandType.MESSAGE:
+        text = payload.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInput({"payload": "A message needs payload.text, a non-empty string."})
+    return payload
+
+
+@transaction.atomic
+def command_enqueue(
+    *, session, command_type: str, payload: dict | None = None, sessions: QuerySet | None = None
+) -> ControlCommand:
+    """Queue a `pending` command for the session's daemon and wake its pollers (on commit).
+
+    Raises `PreconditionFailed` when the session has ended, or for `pause` on a paused session / `resume` on
+    one that is not paused; `InvalidInput` for a `message` without `payload.text`.
+    """
+    payload = validate_command_payload(command_type, payload)
+    session = _lock_session(session, sessions)
+    if session.status in SESSION_TERMINAL_STATES:
+        raise PreconditionFailed(f"The session has ended ({session.status}).", session=session)
+    if command_type == CommandType.PAUSE and session.paused_at is not None:
+        raise PreconditionFailed("The session is already paused.", session=session)
+    if command_type == CommandType.RESUME and session.paused_at is None:
+        raise PreconditionFailed("The session is not paused.", session=session)
+    command = ControlCommand.objects.create(
+        user_id=session.user_id,
+        session=session,
+        thread_id=session.thread_id,
+        command_type=command_type,
+        payload=payload,
+    )
+    notify(command_notify_key(session.pk))
+    return command
+
+
+def _check_not_future(timestamps: dict[str, datetime | None], now: datetime) -> None:
+    for field, value in timestamps.items():
+        if value is not None and value > now + MAX_CLOCK_SKEW:
+            raise InvalidInput({field: f"{field} is more than 5 minutes in the future."})
+
+
+@transaction.atomic
+def command_ack(
+    *,
+    session,
+    command_id,
+    status: str | None = None,
+    acknowledged_at: datetime | None = None,
+    completed_at: datetime | None = None,
+    result=_UNSET,
+    sessions: QuerySet | None = None,
+    now: datetime | None = None,
+) -> Outcome:
+    """Move a command of `session` along `pending → acknowledged → completed`, `pending → completed`,
+    `pending | acknowledged → cancelled` (`status` defaults to acknowledged).
+
+    Repeating the current status changes nothing (`changed=False`); any other move raises `InvalidTransition`.
+    Timestamps default to now; out of order, before the command's creation or more than 5 minutes ahead →
+    `InvalidInput`. `result` (the ack's payload) is stored as the command's result; its `payload` is kept.
+    Completing `pause` sets the session's `pausedAt`, `resume` clears it, `cancel` ends the session cancelled.
+    A missing command, or one of another session, raises `ControlCommand.DoesNotExist`.
+    """
+    target = status or CommandStatus.ACKNOWLEDGED
+    if target not in CommandStatus.values or target == CommandStatus.PENDING:
+        raise ValueError(f"An ack cannot move a command to {target!r}.")
+    now = now or timezone.now()
+    _check_not_future({"acknowledgedAt": acknowledged_at, "completedAt": completed_at}, now)
+    if acknowledged_at and completed_at and completed_at < acknowledged_at:
+        raise InvalidInput({"completedAt": "completedAt is before acknowledgedAt."})
+
+    session = _lock_session(session, sessions)
+    command = ControlCommand.objects.select_for_update().get(
+        pk=command_id, session_id=session.pk, thread_id=session.thread_id
+    )
+    if command.status == target:
+        return Outcome(command, False)
+    if target not in COMMAND_ALLOWED_TRANSITIONS[command.status]:
+        raise InvalidTransition(f"A {command.status} command cannot become {target}.", obj=command)
+
+    ack_at, done_at = _ack_times(command, target, acknowledged_at, completed_at, now)
+    for field, value in (("acknowledgedAt", ack_at), ("completedAt", done_at)):
+        if value is not None and value < command.created_at:
+            raise InvalidInput({field: f"{field} is before the command was created."})
+    if ack_at is not None and done_at is not None and done_at < ack_at:
+        raise InvalidInput({"completedAt": "completedAt is before acknowledgedAt."})
+
+    command.status = target
+    command.acknowledged_at = ack_at
+    command.completed_at = done_at
+    fields = ["status", "acknowledged_at", "completed_at", "updated_at"]
+    if result is not _UNSET:
+        command.result = result
+        fields.append("result")
+    command.save(update_fields=fields)
+    if target == CommandStatus.COMPLETED:
+        _apply_completed_command(session, command, now)
+    return Outcome(command, True)
+
+
+def _ack_times(command, target, acknowledged_at, completed_at, now):
+    """The command's (acknowledgedAt, completedAt) after moving to `target`, defaults filled in."""
+    ack_at = command.acknowledged_at
+    if target == CommandStatus.ACKNOWLEDGED:
+        return acknowledged_at or now, None
+    if target == CommandStatus.COMPLETED:
+        ack_at = ack_at or acknowledged_at
+        done_at = completed_at or max(now, ack_at or now)
+        return ack_at or done_at, done_at
+    # cancelled: acknowledgedAt stays what it was (or what the daemon reports); the end time is recorded.
+    ack_at = ack_at or acknowledged_at
+    return ack_at, completed_at or max(now, ack_at or now)
+
+
+def _apply_completed_command(session: LocalSession, command: ControlCommand, now: datetime) -> None:
+    if session.status in SESSION_TERMINAL_STATES:
+        return  # an ended session is neither paused nor cancellable
+    if command.command_type == CommandType.PAUSE and session.paused_at is None:
+        session.paused_at = command.completed_at
+        session.save(update_fields=["paused_at", "updated_at"])
+    elif command.command_type == CommandType.RESUME and session.paused_at is not None:
+        session.paused_at = None
+        session.save(update_fields=["paused_at", "updated_at"])
+    elif command.command_type == CommandType.CANCEL:
+        completed_at = max(command.completed_at, session.started_at or command.completed_at)
+        session.save(
+            update_fields=_end_session(session, status=SessionStatus.CANCELLED, completed_at=completed_at, now=now)
+        )
+
+
+@transaction.atomic
+def command_cancel(*, command: ControlCommand, now: datetime | None = None) -> bool:
+    """Cancel a pending command (support's repair). Returns False, changing nothing, when it is not pending."""
+    now = now or timezone.now()
+    _lock_session(command.session_id, None)
+    updated = ControlCommand.objects.filter(pk=command.pk, status=CommandStatus.PENDING).update(
+        status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
+    )
+    return bool(updated)
+
+
+@dataclass(frozen=True)
+class ExpireSummary:
+    cutoff: datetime
+    commands: int
+    sessions: int
+
+
+def commands_expire(*, older_than: timedelta, now: datetime | None = None, dry_run: bool = False) -> ExpireSummary:
+    """Cancel every command still pending `older_than` after its creation; per batch of sessions, one transaction.
+
+    Returns how many commands (of how many sessions) were cancelled, or would be with `dry_run`.
+    """
+    now = now or timezone.now()
+    cutoff = now - older_than
+    stale = ControlCommand.objects.filter(status=CommandStatus.PENDING, created_at__lt=cutoff)
+    if dry_run:
+        return ExpireSummary(cutoff, stale.count(), stale.values("session_id").distinct().count())
+    session_ids = sorted(set(stale.values_list("session_id", flat=True)))
+    total = 0
+    batch = 500
+    for start in range(0, len(session_ids), batch):
+        with transaction.atomic():
+            # Lock the sessions first (in id order), as every other writer does, so no deadlock is possible.
+            locked = list(
+                LocalSession.objects.select_for_update(no_key=True)
+                .filter(pk__in=session_ids[start : start + batch])
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            total += stale.filter(session_id__in=locked).update(
+                status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
+            )
+    return ExpireSummary(cutoff, total, len(session_ids))
+
+
+# --- idempotency keys --------------------------------------------------------------------------------------------
+
+
+def idempotency_key_claim(*, user, key: str, fingerprint: str) -> tuple[IdempotencyKey, bool]:
+    """The record of (`user`, `key`), created if new (`True`). Call inside the transaction that does the work:
+    a concurrent request with the same key waits on the unique index until this one commits, then sees it."""
+    return IdempotencyKey.objects.get_or_create(user=user, key=key, defaults={"request_fingerprint": fingerprint})
+
+
+def idempotency_key_store(*, record: IdempotencyKey, status: int, body, command_id=None) -> IdempotencyKey:
+    """Remember the answer given to the first request with this key."""
+    record.response_status = status
+    record.response_body = body
+    record.command_id = command_id
+    record.save(update_fields=["response_status", "response_body", "command", "updated_at"])
+    return record

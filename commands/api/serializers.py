@@ -1,0 +1,185 @@
+"""Wire format of threads, local sessions and control commands (`/v1`, camelCase)."""
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from acp.api.registry_serializers import OwnedModelSerializer
+from acp.api.serializers import JSONObjectField, OwnedPrimaryKeyRelatedField
+from acp.models import Device, Environment
+from bindings.models import WorkspaceBinding
+from commands.choices import SESSION_TERMINAL_STATES, CommandStatus, CommandType, SessionStatus
+from commands.models import ControlCommand, LocalSession, Thread
+from commands.services import MAX_CLOCK_SKEW, InvalidInput, validate_command_payload
+
+
+def _uuid(source: str, **kwargs):
+    return serializers.UUIDField(source=source, read_only=True, format="hex_verbose", **kwargs)
+
+
+class NotInFutureDateTimeField(serializers.DateTimeField):
+    """A client's timestamp: at most 5 minutes ahead of the server's clock."""
+
+    default_error_messages = {"future": "Must not be more than 5 minutes in the future."}
+
+    def to_internal_value(self, value):
+        value = super().to_internal_value(value)
+        if value > timezone.now() + MAX_CLOCK_SKEW:
+            self.fail("future")
+        return value
+
+
+class ThreadSerializer(OwnedModelSerializer):
+    environmentId = OwnedPrimaryKeyRelatedField(
+        source="environment", queryset=Environment.objects.all(), required=False, allow_null=True
+    )
+    title = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    status = serializers.ChoiceField(choices=Thread._meta.get_field("status").choices, read_only=True)
+    metadata = JSONObjectField(required=False)
+
+    class Meta:
+        model = Thread
+        fields = ["id", "userId", "environmentId", "title", "status", "metadata", "createdAt", "updatedAt"]
+
+
+class LocalSessionSerializer(OwnedModelSerializer):
+    threadId = _uuid("thread_id")
+    deviceId = _uuid("device_id")
+    workspaceBindingId = _uuid("workspace_binding_id", allow_null=True)
+    environmentId = _uuid("environment_id", allow_null=True)
+    status = serializers.ChoiceField(choices=SessionStatus.choices, read_only=True)
+    metadata = JSONObjectField(read_only=True)
+    error = serializers.CharField(read_only=True, allow_null=True)
+    startedAt = serializers.DateTimeField(source="started_at", read_only=True, allow_null=True)
+    lastHeartbeatAt = serializers.DateTimeField(source="last_heartbeat_at", read_only=True, allow_null=True)
+    completedAt = serializers.DateTimeField(source="completed_at", read_only=True, allow_null=True)
+    pausedAt = serializers.DateTimeField(
+        source="paused_at",
+        read_only=True,
+        allow_null=True,
+        help_text="When the session was paused; null unless paused.",
+    )
+
+    class Meta:
+        model = LocalSession
+        fields = [
+            "id",
+            "threadId",
+            "userId",
+            "deviceId",
+            "workspaceBindingId",
+            "environmentId",
+            "status",
+            "metadata",
+            "error",
+            "startedAt",
+            "lastHeartbeatAt",
+            "completedAt",
+            "createdAt",
+            "updatedAt",
+            "pausedAt",
+        ]
+
+
+class DeviceField(OwnedPrimaryKeyRelatedField):
+    """The caller's device; a device token may only name its own."""
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        device_id = getattr(self.context["request"].auth, "device_id", None)
+        return queryset if device_id is None else queryset.filter(pk=device_id)
+
+
+class LocalSessionCreateSerializer(serializers.Serializer):
+    deviceId = DeviceField(source="device", queryset=Device.objects.all())
+    workspaceBindingId = OwnedPrimaryKeyRelatedField(
+        source="workspace_binding", queryset=WorkspaceBinding.objects.all(), required=False, allow_null=True
+    )
+    status = serializers.ChoiceField(
+        choices=[SessionStatus.CREATED, SessionStatus.RUNNING], default=SessionStatus.CREATED
+    )
+    startedAt = NotInFutureDateTimeField(source="started_at", required=False, allow_null=True)
+    metadata = JSONObjectField(required=False)
+
+    def validate(self, attrs):
+        binding = attrs.get("workspace_binding")
+        if binding is not None and binding.device_id != attrs["device"].pk:
+            raise serializers.ValidationError({"workspaceBindingId": ["The binding is on another device."]})
+        return attrs
+
+
+class LocalSessionHeartbeatSerializer(serializers.Serializer):
+    metadata = JSONObjectField(required=False)
+    error = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=65536)
+
+
+class LocalSessionCompleteSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=sorted(SESSION_TERMINAL_STATES), default=SessionStatus.COMPLETED)
+    completedAt = NotInFutureDateTimeField(source="completed_at", required=False, allow_null=True)
+    error = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=65536)
+    metadata = JSONObjectField(required=False)
+
+
+class ControlCommandSerializer(OwnedModelSerializer):
+    sessionId = _uuid("session_id", help_text="Session ID.")
+    threadId = _uuid("thread_id", help_text="Thread ID.")
+    commandType = serializers.ChoiceField(source="command_type", choices=CommandType.choices, read_only=True)
+    payload = JSONObjectField(read_only=True)
+    status = serializers.ChoiceField(
+        choices=CommandStatus.choices, read_only=True, help_text="Current lifecycle status."
+    )
+    acknowledgedAt = serializers.DateTimeField(source="acknowledged_at", read_only=True, allow_null=True)
+    completedAt = serializers.DateTimeField(source="completed_at", read_only=True, allow_null=True)
+    result = serializers.JSONField(read_only=True, allow_null=True, help_text="The payload of the daemon's ack.")
+
+    class Meta:
+        model = ControlCommand
+        fields = [
+            "id",
+            "sessionId",
+            "threadId",
+            "userId",
+            "commandType",
+            "payload",
+            "status",
+            "createdAt",
+            "acknowledgedAt",
+            "completedAt",
+            "updatedAt",
+            "result",
+        ]
+
+
+class ControlCommandCreateSerializer(serializers.Serializer):
+    commandType = serializers.ChoiceField(source="command_type", choices=CommandType.choices)
+    payload = JSONObjectField(required=False, default=dict)
+
+    def validate(self, attrs):
+        try:
+            attrs["payload"] = validate_command_payload(attrs["command_type"], attrs.get("payload"))
+        except InvalidInput as exc:
+            raise serializers.ValidationError({field: [message] for field, message in exc.errors.items()}) from exc
+        return attrs
+
+
+class ControlCommandAckSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=[CommandStatus.ACKNOWLEDGED, CommandStatus.COMPLETED, CommandStatus.CANCELLED],
+        required=False,
+        help_text="Current lifecycle status (default acknowledged).",
+    )
+    acknowledgedAt = NotInFutureDateTimeField(source="acknowledged_at", required=False, allow_null=True)
+    completedAt = NotInFutureDateTimeField(
+        source="completed_at", required=False, allow_null=True, help_text="ISO 8601 timestamp."
+    )
+    payload = JSONObjectField(required=False, allow_null=True, help_text="Stored as the command's `result`.")
+
+    def validate(self, attrs):
+        acknowledged_at, completed_at = attrs.get("acknowledged_at"), attrs.get("completed_at")
+        if acknowledged_at and completed_at and completed_at < acknowledged_at:
+            raise serializers.ValidationError({"completedAt": ["Must not be before acknowledgedAt."]})
+        return attrs
+
+
+class PollParamsSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=50)
+    wait = serializers.FloatField(min_value=0, default=0)

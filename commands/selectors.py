@@ -1,0 +1,41 @@
+"""Reads of threads, local sessions and control commands that are more than one line."""
+
+from django.db.models import Count, Exists, OuterRef, QuerySet, Window
+
+from commands.choices import CommandStatus
+from commands.models import ControlCommand, LocalSession, Thread
+
+
+def threads_visible(*, user, device_id=None) -> QuerySet[Thread]:
+    """The user's threads; for a device token, those with at least one session on its device."""
+    threads = Thread.objects.filter(user=user)
+    if device_id is not None:
+        threads = threads.filter(Exists(LocalSession.objects.filter(thread=OuterRef("pk"), device_id=device_id)))
+    return threads
+
+
+def sessions_visible(*, user, thread_id, device_id=None) -> QuerySet[LocalSession]:
+    """The sessions of `thread_id` the caller may see: the user's, and for a device token only its device's."""
+    sessions = LocalSession.objects.filter(user=user, thread_id=thread_id)
+    if device_id is not None:
+        sessions = sessions.filter(device_id=device_id)
+    return sessions
+
+
+def commands_visible(*, user, thread_id, session_id, device_id=None) -> QuerySet[ControlCommand]:
+    """The commands of one session (whose thread is `thread_id`) the caller may see."""
+    commands = ControlCommand.objects.filter(user=user, thread_id=thread_id, session_id=session_id)
+    if device_id is not None:
+        commands = commands.filter(session__device_id=device_id)
+    return commands
+
+
+def commands_pending(*, user, thread_id, session_id, device_id=None, limit: int) -> tuple[list[ControlCommand], int]:
+    """The oldest `limit` pending commands of a session and how many are pending in all, in one query."""
+    rows = list(
+        commands_visible(user=user, thread_id=thread_id, session_id=session_id, device_id=device_id)
+        .filter(status=CommandStatus.PENDING)
+        .annotate(pending_total=Window(Count("pk")))
+        .order_by("created_at", "id")[:limit]
+    )
+    return rows, rows[0].pending_total if rows else 0
