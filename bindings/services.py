@@ -1,0 +1,202 @@
+"""Every write of the bindings app: bindings, and the push/pull session state machine."""
+
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from bindings.choices import ALLOWED_TRANSITIONS, SyncDirection, SyncSessionStatus
+from bindings.models import ONE_PREPARED_CONSTRAINT, SyncSession, WorkspaceBinding
+
+
+class BindingNotFound(Exception):
+    """The binding does not exist, or is not the caller's (or not the device token's)."""
+
+
+class InvalidTransition(Exception):
+    """The session is in a state the operation cannot start from."""
+
+    def __init__(self, session: SyncSession, message: str):
+        super().__init__(message)
+        self.session = session
+
+
+class SignatureConflict(Exception):
+    """A signature already names different content (a signature names exactly one plan, preview or result)."""
+
+    def __init__(self, session: SyncSession, message: str):
+        super().__init__(message)
+        self.session = session
+
+
+@dataclass(frozen=True)
+class Prepared:
+    session: SyncSession
+    created: bool
+
+
+@dataclass(frozen=True)
+class Applied:
+    session: SyncSession
+    updated: bool
+
+
+def binding_create(*, user, **fields) -> WorkspaceBinding:
+    return WorkspaceBinding.objects.create(user=user, **fields)
+
+
+def binding_update(*, binding: WorkspaceBinding, **fields) -> WorkspaceBinding:
+    for name, value in fields.items():
+        setattr(binding, name, value)
+    binding.save(update_fields=[*fields, "updated_at"])
+    return binding
+
+
+def sync_session_prepare(
+    *,
+    user,
+    binding_id,
+    direction: SyncDirection,
+    plan_signature: str,
+    plan: dict,
+    metadata: dict | None = None,
+    device_id=None,
+) -> Prepared:
+    """Prepare a push or pull session on one of `user`'s bindings (of `device_id` only, if given).
+
+    Guarantees: a prepared session of that direction with the same signature and plan is returned as is
+    (`created=False`); the same signature with another plan raises `SignatureConflict`; otherwise every prepared
+    session of that direction is superseded and a new prepared one created, atomically (`created=True`).
+    At most one session per (binding, direction) is ever prepared; a concurrent writer that slips past the binding
+    lock hits the database constraint, and the prepare is answered again from the committed state.
+    """
+    arguments = {
+        "user": user,
+        "binding_id": binding_id,
+        "direction": direction,
+        "plan_signature": plan_signature,
+        "plan": plan,
+        "metadata": metadata if metadata is not None else {},
+        "device_id": device_id,
+    }
+    try:
+        return _prepare(**arguments)
+    except IntegrityError as exc:
+        if not _violates(exc, ONE_PREPARED_CONSTRAINT):
+            raise
+    # Our transaction was rolled back; the row that beat us is committed now, so this answer sees it.
+    return _prepare(**arguments)
+
+
+@transaction.atomic
+def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, device_id) -> Prepared:
+    bindings = WorkspaceBinding.objects.filter(pk=binding_id, user=user)
+    if device_id is not None:
+        bindings = bindings.filter(device_id=device_id)
+    # FOR NO KEY UPDATE serialises prepares of one binding without blocking inserts that reference it.
+    binding = (
+        bindings.select_for_update(no_key=True)
+        .only("id", "user_id", "device_id", "environment_id", "project_id")
+        .first()
+    )
+    if binding is None:
+        raise BindingNotFound()
+
+    prepared = SyncSession.objects.filter(
+        workspace_binding_id=binding.pk, direction=direction, status=SyncSessionStatus.PREPARED
+    ).first()
+    if prepared is not None:
+        if prepared.plan_signature == plan_signature:
+            if prepared.plan != plan:
+                raise SignatureConflict(prepared, "A prepared session with this planSignature has a different plan.")
+            return Prepared(session=prepared, created=False)
+        # Conditional: a session cancelled meanwhile stays cancelled.
+        SyncSession.objects.filter(pk=prepared.pk, status=SyncSessionStatus.PREPARED).update(
+            status=SyncSessionStatus.SUPERSEDED, updated_at=timezone.now()
+        )
+
+    session = SyncSession.objects.create(
+        user_id=binding.user_id,
+        workspace_binding_id=binding.pk,
+        direction=direction,
+        device_id=binding.device_id,
+        environment_id=binding.environment_id,
+        project_id=binding.project_id,
+        status=SyncSessionStatus.PREPARED,
+        plan_signature=plan_signature,
+        plan=plan,
+        metadata=metadata,
+    )
+    return Prepared(session=session, created=True)
+
+
+@transaction.atomic
+def sync_session_cancel(*, session: SyncSession) -> bool:
+    """Cancel a prepared session. Returns False when it was already cancelled (nothing changes).
+
+    Raises `InvalidTransition` for a superseded session: it was replaced, there is nothing left to cancel.
+    """
+    locked = SyncSession.objects.select_for_update().get(pk=session.pk)
+    _refresh(session, locked)
+    if session.status == SyncSessionStatus.CANCELLED:
+        return False
+    _check_transition(session, SyncSessionStatus.CANCELLED)
+    session.status = SyncSessionStatus.CANCELLED
+    session.save(update_fields=["status", "updated_at"])
+    return True
+
+
+def pull_session_apply_preview(
+    *, session: SyncSession, preview: dict, preview_signature: str, metadata=None
+) -> Applied:
+    """Attach the daemon's apply preview to a prepared pull session (a repeat of its signature is a no-op)."""
+    return _apply(session=session, kind="preview", content=preview, signature=preview_signature, metadata=metadata)
+
+
+def pull_session_apply_result(*, session: SyncSession, result: dict, result_signature: str, metadata=None) -> Applied:
+    """Attach the daemon's apply result to a prepared pull session (a repeat of its signature is a no-op)."""
+    return _apply(session=session, kind="result", content=result, signature=result_signature, metadata=metadata)
+
+
+@transaction.atomic
+def _apply(*, session: SyncSession, kind: str, content: dict, signature: str, metadata) -> Applied:
+    if session.direction != SyncDirection.PULL:
+        raise ValueError("Only pull sessions have an apply preview and result.")
+    locked = SyncSession.objects.select_for_update().get(pk=session.pk)
+    _refresh(session, locked)
+    if session.status != SyncSessionStatus.PREPARED:
+        raise InvalidTransition(
+            session, f"Only a prepared pull session takes an apply {kind}; this one is {session.status}."
+        )
+    signature_field = f"{kind}_signature"
+    if getattr(session, signature_field) == signature:
+        if getattr(session, kind) != content:
+            raise SignatureConflict(session, f"This session's apply {kind} with this {kind}Signature differs.")
+        return Applied(session=session, updated=False)
+    setattr(session, kind, content)
+    setattr(session, signature_field, signature)
+    fields = [kind, signature_field, "updated_at"]
+    if metadata:
+        session.metadata = {**session.metadata, **metadata}
+        fields.append("metadata")
+    session.save(update_fields=fields)
+    return Applied(session=session, updated=True)
+
+
+def _check_transition(session: SyncSession, target: SyncSessionStatus) -> None:
+    if target not in ALLOWED_TRANSITIONS[SyncSessionStatus(session.status)]:
+        raise InvalidTransition(session, f"A {session.status} session cannot become {target}.")
+
+
+def _refresh(session: SyncSession, locked: SyncSession) -> None:
+    """Copy the locked row's current values onto the caller's instance."""
+    for field in SyncSession._meta.concrete_fields:
+        setattr(session, field.attname, getattr(locked, field.attname))
+
+
+def _violates(exc: IntegrityError, constraint: str) -> bool:
+    diag = getattr(exc.__cause__, "diag", None)
+    if diag is not None:
+        return diag.constraint_name == constraint
+    # SQLite names the columns, not the constraint.
+    return constraint in str(exc) or f"{SyncSession._meta.db_table}.workspace_binding_id, " in str(exc)
