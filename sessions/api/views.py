@@ -1,0 +1,203 @@
+"""Workspaces, launching sessions on a machine, and the daemon's side of the handshake (`/api/v1`)."""
+
+import functools
+
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, viewsets
+from rest_framework.response import Response
+
+from acp.api.errors import Conflict
+from acp.api.pagination import MAX_LIMIT, list_envelope
+from acp.api.serializers import ErrorSerializer
+from acp.api.viewsets import OwnedModelViewSet, OwnedViewSetMixin, scope_to_owner
+from acp.models import Device
+from acp.realtime import LongPoll
+from acp.services import device_touch
+from sessions import selectors, services
+from sessions.api.serializers import (
+    LaunchAckSerializer,
+    LaunchAnswerSerializer,
+    LaunchRequestSerializer,
+    LaunchSerializer,
+    WorkspaceSerializer,
+)
+from sessions.filtersets import LaunchFilterSet, WorkspaceFilterSet
+from sessions.models import Launch, Workspace
+
+
+class WorkspaceViewSet(OwnedModelViewSet):
+    queryset = Workspace.objects.all()
+    serializer_class = WorkspaceSerializer
+    filterset_class = WorkspaceFilterSet
+
+
+@extend_schema(parameters=[OpenApiParameter("workspace_id", OpenApiTypes.UUID, OpenApiParameter.PATH)])
+class WorkspaceLaunchViewSet(
+    OwnedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """`/api/v1/workspaces/{workspace_id}/sessions`: launch a session (and wait for the daemon), list launches."""
+
+    queryset = Launch.objects.all()
+    serializer_class = LaunchSerializer
+    filterset_class = LaunchFilterSet
+    lookup_url_kwarg = "launch_id"
+
+    def get_workspace(self) -> Workspace:
+        workspaces = scope_to_owner(Workspace.objects.select_related("default_machine"), self.request)
+        return get_object_or_404(workspaces, pk=self.kwargs["workspace_id"])
+
+    def get_queryset(self):
+        return super().get_queryset().filter(workspace_id=self.kwargs["workspace_id"])
+
+    def list(self, request, *args, **kwargs):
+        self.get_workspace()  # an unknown (or someone else's) workspace is a 404, not an empty list
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Launch Workspace Session",
+        request=LaunchRequestSerializer,
+        responses={
+            200: OpenApiResponse(
+                LaunchAnswerSerializer,
+                "The daemon's acknowledgement (`ok` or `error`), or at once `error`/`machine_offline`.",
+            ),
+            504: OpenApiResponse(LaunchAnswerSerializer, "No acknowledgement in time: `error`/`daemon_timeout`."),
+        },
+    )
+    def launch(self, request, *args, **kwargs):
+        workspace = self.get_workspace()
+        body = LaunchRequestSerializer(data=request.data, context={"request": request, "workspace": workspace})
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        launch = services.launch_create(
+            user=request.user,
+            workspace=workspace,
+            machine=data["machine_id"],
+            user_session=data.get("user_session_id"),
+            metadata=data.get("metadata"),
+            initial_prompt=data.get("initial_prompt"),
+            worktree_name=data.get("worktree_name"),
+            session_settings=data.get("session_settings"),
+            resume_session_id=data.get("resume_session_id"),
+            agent_session_id=data.get("agent_session_id"),
+        )
+        answer = selectors.launch_answer(launch)
+        if answer is not None:  # the machine is offline: answered at once
+            return Response(answer[1], status=answer[0])
+        response = Response()
+        response.long_poll = LongPoll(
+            key=services.launch_key(launch.pk),
+            timeout=max(0.0, (launch.expires_at - timezone.now()).total_seconds()),
+            check=functools.partial(selectors.launch_answer_by_id, launch.pk),
+            on_timeout=functools.partial(_time_out_launch, launch.pk),
+        )
+        return response
+
+
+def _time_out_launch(launch_id):
+    """At the deadline: time the launch out, unless an acknowledgement got in first (then answer with it)."""
+    services.launch_time_out(launch_id=launch_id)
+    return selectors.launch_answer_by_id(launch_id)
+
+
+class LaunchPollParamsSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=50)
+    wait = serializers.FloatField(min_value=0, default=0)
+
+    def validate_wait(self, value):
+        if value > settings.ACP_LONG_POLL_MAX_WAIT:
+            raise serializers.ValidationError(f"Ensure this value is at most {settings.ACP_LONG_POLL_MAX_WAIT:g}.")
+        return value
+
+
+@extend_schema(parameters=[OpenApiParameter("machine_id", OpenApiTypes.UUID, OpenApiParameter.PATH)])
+class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
+    """The daemon's side: fetch a machine's pending launches (long-poll) and acknowledge them.
+
+    A device token works only for its own machine (any other → 404); a user token for any of its user's.
+    """
+
+    queryset = Launch.objects.all()
+    serializer_class = LaunchSerializer
+    device_field = "machine_id"
+    device_token_actions = ("poll", "acknowledge")
+    lookup_url_kwarg = "launch_id"
+    pagination_class = None
+
+    def get_machine(self) -> Device:
+        machines = scope_to_owner(Device.objects.all(), self.request, device_field="id")
+        return get_object_or_404(machines, pk=self.kwargs["machine_id"])
+
+    @extend_schema(
+        summary="Fetch the machine's pending launches",
+        description=(
+            "Pending launches still within their deadline, oldest first. With `wait=S` (at most "
+            "`ACP_LONG_POLL_MAX_WAIT`, 30 by default) and none pending, waits until one arrives or S seconds pass. "
+            "Counts as the machine's heartbeat."
+        ),
+        parameters=[
+            OpenApiParameter("wait", OpenApiTypes.DOUBLE, description="Seconds to wait for a launch (0–30)."),
+            OpenApiParameter("limit", OpenApiTypes.INT, description=f"At most this many (1–{MAX_LIMIT}, default 50)."),
+        ],
+        responses={200: LaunchSerializer(many=True)},
+    )
+    def poll(self, request, *args, **kwargs):
+        machine = self.get_machine()
+        params = LaunchPollParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        limit, wait = params.validated_data["limit"], params.validated_data["wait"]
+        device_touch(device_id=machine.pk)
+        page = _launch_queue_page(machine.pk, limit)
+        response = Response(page)
+        if not page["data"] and wait > 0:
+            response.long_poll = LongPoll(
+                key=services.machine_launches_key(machine.pk),
+                timeout=wait,
+                check=functools.partial(_launch_queue_answer, machine.pk, limit, empty_too=False),
+                on_timeout=functools.partial(_launch_queue_answer, machine.pk, limit, empty_too=True),
+            )
+        return response
+
+    @extend_schema(
+        summary="Acknowledge a launch",
+        description=(
+            "`ok`: the agent runs; the server creates the thread (or reuses the launch's `user_session_id`) and "
+            "the local session, and returns the launch with their ids. `error`: the launch failed. The same "
+            "acknowledgement again → 200, unchanged; a different one, or any after the launch timed out → 409."
+        ),
+        request=LaunchAckSerializer,
+        responses={
+            200: LaunchSerializer,
+            409: OpenApiResponse(ErrorSerializer, "The launch timed out, failed, or was acknowledged differently."),
+        },
+    )
+    def acknowledge(self, request, *args, **kwargs):
+        launch = get_object_or_404(
+            self.get_queryset(), pk=self.kwargs["launch_id"], machine_id=self.kwargs["machine_id"]
+        )
+        body = LaunchAckSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            launch, _ = services.launch_acknowledge(
+                launch=launch, status=body.validated_data["status"], payload=body.validated_data.get("payload")
+            )
+        except services.LaunchConflict as exc:
+            raise Conflict(str(exc), details={"launch": LaunchSerializer(exc.launch).data}) from exc
+        return Response(LaunchSerializer(launch).data)
+
+
+def _launch_queue_page(machine_id, limit: int) -> dict:
+    queue = selectors.launch_queue(machine_id=machine_id)
+    total = queue.count()
+    launches = list(queue[:limit]) if total else []
+    return list_envelope(LaunchSerializer(launches, many=True).data, total, total > len(launches))
+
+
+def _launch_queue_answer(machine_id, limit: int, *, empty_too: bool):
+    """A long-poll's result: the queue page, or None (keep waiting) while it is empty, unless `empty_too`."""
+    page = _launch_queue_page(machine_id, limit)
+    return (200, page) if page["data"] or empty_too else None

@@ -1,0 +1,179 @@
+"""Every write and state change of workspaces and launches.
+
+The launch handshake: `launch_create` records a launch `pending` and wakes the machine's daemon
+(NOTIFY `launches:<machine_id>`); the daemon answers with `launch_acknowledge` (NOTIFY
+`launch:<launch_id>`), which on "ok" creates the session's thread (or reuses the caller's) and local
+session in the same transaction; the waiting request reads the result, or, at its deadline, calls
+`launch_time_out`. Every move is a conditional write on the launch row, so whichever of the
+acknowledgement and the timeout comes first wins, in any server process.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from acp import realtime
+from commands.choices import SessionStatus
+from commands.services import local_session_create, thread_create
+from sessions.choices import AckStatus, LaunchErrorCode, LaunchStatus
+from sessions.models import Launch, Workspace
+
+THREAD_TITLE_MAX = 200
+
+
+class LaunchConflict(Exception):
+    """The acknowledgement does not fit the launch's state (timed out, failed, or acknowledged differently)."""
+
+    def __init__(self, message: str, launch: Launch):
+        super().__init__(message)
+        self.launch = launch
+
+
+def machine_launches_key(machine_id) -> str:
+    return f"launches:{machine_id}"
+
+
+def launch_key(launch_id) -> str:
+    return f"launch:{launch_id}"
+
+
+@transaction.atomic
+def launch_create(
+    *,
+    user,
+    workspace: Workspace,
+    machine,
+    user_session=None,
+    metadata: dict | None = None,
+    initial_prompt: str | None = None,
+    worktree_name: str | None = None,
+    session_settings: dict | None = None,
+    resume_session_id: str | None = None,
+    agent_session_id: str | None = None,
+    now=None,
+) -> Launch:
+    """Record a launch. An online machine's launch is `pending` and its daemon is woken when this commits;
+    an offline machine's launch is recorded `failed` (`machine_offline`) and offered to nobody."""
+    now = now or timezone.now()
+    online = machine.is_online(now)
+    launch = Launch.objects.create(
+        user=user,
+        workspace=workspace,
+        machine=machine,
+        user_session=user_session,
+        metadata=metadata or {},
+        initial_prompt=initial_prompt,
+        worktree_name=worktree_name,
+        session_settings=session_settings,
+        resume_session_id=resume_session_id,
+        agent_session_id=agent_session_id,
+        status=LaunchStatus.PENDING if online else LaunchStatus.FAILED,
+        error_code="" if online else LaunchErrorCode.MACHINE_OFFLINE,
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.ACP_LAUNCH_ACK_TIMEOUT),
+    )
+    if online:
+        realtime.notify(machine_launches_key(machine.pk))
+    return launch
+
+
+def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = None, now=None) -> tuple[Launch, bool]:
+    """Record the daemon's answer to a pending launch; returns (launch, changed).
+
+    "ok" → `acknowledged`, with a new thread (or the caller's `user_session`) and a `running` local session
+    created in the same transaction; "error" → `failed`. The same answer again changes nothing; any other
+    answer to a launch that is no longer pending, or one after `expires_at`, raises `LaunchConflict` and
+    changes nothing.
+    """
+    payload = payload if payload is not None else {}
+    now = now or timezone.now()
+    with transaction.atomic():
+        launch = (
+            Launch.objects.select_for_update(of=("self",))
+            .select_related("user", "workspace", "machine", "user_session")
+            .get(pk=launch.pk)
+        )
+        if launch.status != LaunchStatus.PENDING:
+            if launch.ack_status == status and launch.ack_payload == payload:
+                return launch, False
+            if launch.status == LaunchStatus.TIMED_OUT:
+                raise LaunchConflict("The launch timed out before it was acknowledged.", launch)
+            raise LaunchConflict(f"The launch is already {launch.status}.", launch)
+        if now >= launch.expires_at:
+            # Its waiter has given up (or is about to): too late, whether or not it has said so yet.
+            raise LaunchConflict("The launch timed out before it was acknowledged.", launch)
+
+        launch.ack_status = status
+        launch.ack_payload = payload
+        launch.acknowledged_at = now
+        if status == AckStatus.OK:
+            launch.status = LaunchStatus.ACKNOWLEDGED
+            launch.thread = launch.user_session or thread_create(
+                user=launch.user, title=_thread_title(launch), metadata={"launch_id": str(launch.pk)}
+            )
+            launch.local_session = local_session_create(
+                user=launch.user,
+                thread=launch.thread,
+                device=launch.machine,
+                status=SessionStatus.RUNNING,
+                started_at=now,
+                metadata={"launch_id": str(launch.pk), "workspace_id": str(launch.workspace_id)},
+            )
+        else:
+            launch.status = LaunchStatus.FAILED
+            launch.error_code = _daemon_error_code(payload)
+        launch.save(
+            update_fields=[
+                "status",
+                "error_code",
+                "ack_status",
+                "ack_payload",
+                "acknowledged_at",
+                "thread",
+                "local_session",
+                "updated_at",
+            ]
+        )
+        realtime.notify(launch_key(launch.pk))
+    return launch, True
+
+
+def launch_time_out(*, launch_id, now=None) -> bool:
+    """Move a `pending` launch to `timed_out`; False (nothing changes) when it is no longer pending.
+
+    One conditional UPDATE, so it never overwrites an acknowledgement that got in first.
+    """
+    now = now or timezone.now()
+    updated = Launch.objects.filter(pk=launch_id, status=LaunchStatus.PENDING).update(
+        status=LaunchStatus.TIMED_OUT, error_code=LaunchErrorCode.DAEMON_TIMEOUT, timed_out_at=now, updated_at=now
+    )
+    return bool(updated)
+
+
+def _thread_title(launch: Launch) -> str:
+    first_line = (launch.initial_prompt or "").strip().splitlines()[:1]
+    title = first_line[0] if first_line else launch.workspace.name
+    return title[:THREAD_TITLE_MAX]
+
+
+def _daemon_error_code(payload: dict) -> str:
+    code = payload.get("code")
+    if isinstance(code, str) and code and len(code) <= 64:
+        return code
+    return LaunchErrorCode.DAEMON_ERROR
+
+
+def launches_expire(*, now=None, dry_run: bool = False) -> int:
+    """Time out every launch still `pending` after its deadline (its waiter is gone: a crash or a disconnect).
+
+    Returns how many; with `dry_run`, only counts them.
+    """
+    now = now or timezone.now()
+    stale = Launch.objects.filter(status=LaunchStatus.PENDING, expires_at__lte=now)
+    if dry_run:
+        return stale.count()
+    return stale.update(
+        status=LaunchStatus.TIMED_OUT, error_code=LaunchErrorCode.DAEMON_TIMEOUT, timed_out_at=now, updated_at=now
+    )
