@@ -1,7 +1,10 @@
 from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin
 
 from acp import services
-from acp.models import ApiToken, Device, Environment, Project
+from acp.models import ApiToken, Device, Environment, Project, User
+
+admin.site.register(User, UserAdmin)
 
 
 class OwnedAdmin(admin.ModelAdmin):

@@ -4,8 +4,15 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
+
+
+class User(AbstractUser):
+    """Django's user with a UUID key: every id on the wire, `userId` included, is a UUID string."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
 
 
 class OwnedModel(models.Model):
