@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import transaction
-from django.db.models import QuerySet
+from django.db import models, transaction
+from django.db.models import Case, F, QuerySet, Subquery, Value, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from acp.realtime import notify
@@ -288,17 +289,14 @@ def command_ack(
     if acknowledged_at and completed_at and completed_at < acknowledged_at:
         raise InvalidInput({"completedAt": "completedAt is before acknowledgedAt."})
 
-    session = _lock_session(session, sessions)
-    command = ControlCommand.objects.select_for_update().get(
-        pk=command_id, session_id=session.pk, thread_id=session.thread_id
-    )
+    command = _lock_command(session, command_id, sessions)
     if command.status == target:
         return Outcome(command, False)
     if target not in COMMAND_ALLOWED_TRANSITIONS[command.status]:
         raise InvalidTransition(f"A {command.status} command cannot become {target}.", obj=command)
 
     ack_at, done_at = _ack_times(command, target, acknowledged_at, completed_at, now)
-    for field, value in (("acknowledgedAt", ack_at), ("completedAt", done_at)):
+    for field, value in (("completedAt", done_at), ("acknowledgedAt", ack_at)):
         if value is not None and value < command.created_at:
             raise InvalidInput({field: f"{field} is before the command was created."})
     if ack_at is not None and done_at is not None and done_at < ack_at:
@@ -307,14 +305,29 @@ def command_ack(
     command.status = target
     command.acknowledged_at = ack_at
     command.completed_at = done_at
-    fields = ["status", "acknowledged_at", "completed_at", "updated_at"]
+    fields = ["status", "acknowledged_at", "completed_at"]
     if result is not _UNSET:
         command.result = result
         fields.append("result")
-    command.save(update_fields=fields)
-    if target == CommandStatus.COMPLETED:
-        _apply_completed_command(session, command, now)
+    command.updated_at = now
+    if target == CommandStatus.COMPLETED and command.command_type == CommandType.CANCEL:
+        _complete_cancel(command, fields, now)
+    else:
+        ControlCommand.objects.filter(pk=command.pk).update(updated_at=now, **{f: getattr(command, f) for f in fields})
+        if target == CommandStatus.COMPLETED:
+            _apply_completed_pause_or_resume(command, now)
     return Outcome(command, True)
+
+
+def _lock_command(session, command_id, sessions: QuerySet | None) -> ControlCommand:
+    """Lock the session, then the command, in one statement: the subquery runs (and locks) first.
+
+    Every writer of a command holds its session's lock, so this order can never deadlock with them.
+    """
+    session_id = getattr(session, "pk", session)
+    queryset = LocalSession.objects.all() if sessions is None else sessions
+    locked_session = queryset.filter(pk=session_id).select_for_update(no_key=True).values("pk")[:1]
+    return ControlCommand.objects.select_for_update(no_key=True).get(pk=command_id, session_id=Subquery(locked_session))
 
 
 def _ack_times(command, target, acknowledged_at, completed_at, now):
@@ -331,20 +344,48 @@ def _ack_times(command, target, acknowledged_at, completed_at, now):
     return ack_at, completed_at or max(now, ack_at or now)
 
 
-def _apply_completed_command(session: LocalSession, command: ControlCommand, now: datetime) -> None:
-    if session.status in SESSION_TERMINAL_STATES:
-        return  # an ended session is neither paused nor cancellable
-    if command.command_type == CommandType.PAUSE and session.paused_at is None:
-        session.paused_at = command.completed_at
-        session.save(update_fields=["paused_at", "updated_at"])
-    elif command.command_type == CommandType.RESUME and session.paused_at is not None:
-        session.paused_at = None
-        session.save(update_fields=["paused_at", "updated_at"])
-    elif command.command_type == CommandType.CANCEL:
-        completed_at = max(command.completed_at, session.started_at or command.completed_at)
-        session.save(
-            update_fields=_end_session(session, status=SessionStatus.CANCELLED, completed_at=completed_at, now=now)
+def _apply_completed_pause_or_resume(command: ControlCommand, now: datetime) -> None:
+    """A completed pause pauses a live session (if not yet paused); a completed resume un-pauses it."""
+    sessions = LocalSession.objects.filter(pk=command.session_id)
+    if command.command_type == CommandType.PAUSE:
+        sessions.filter(paused_at__isnull=True).exclude(status__in=SESSION_TERMINAL_STATES).update(
+            paused_at=command.completed_at, updated_at=now
         )
+    elif command.command_type == CommandType.RESUME:
+        sessions.filter(paused_at__isnull=False).update(paused_at=None, updated_at=now)
+
+
+def _complete_cancel(command: ControlCommand, fields: list[str], now: datetime) -> None:
+    """Store the completed cancel and end its (live) session cancelled, with the session's pending commands.
+
+    The command and the pending ones are written by one statement (an ended session has no pending commands,
+    so cancelling them is right whether or not the session was still live).
+    """
+    this = models.Q(pk=command.pk)
+    pending_defaults = {
+        "status": Value(CommandStatus.CANCELLED),
+        "acknowledged_at": F("acknowledged_at"),
+        "completed_at": Value(now),
+        "result": F("result"),
+    }
+    ControlCommand.objects.filter(this | models.Q(session_id=command.session_id, status=CommandStatus.PENDING)).update(
+        updated_at=now,
+        **{
+            field: Case(
+                When(this, then=Value(getattr(command, field), output_field=ControlCommand._meta.get_field(field))),
+                default=pending_defaults[field],
+                output_field=ControlCommand._meta.get_field(field),
+            )
+            for field in fields
+        },
+    )
+    # GREATEST ignores NULL: a session that never started ends when the cancel completed.
+    LocalSession.objects.filter(pk=command.session_id).exclude(status__in=SESSION_TERMINAL_STATES).update(
+        status=SessionStatus.CANCELLED,
+        completed_at=Greatest(F("started_at"), Value(command.completed_at)),
+        paused_at=None,
+        updated_at=now,
+    )
 
 
 @transaction.atomic

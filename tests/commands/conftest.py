@@ -26,7 +26,7 @@ def command_url(command, suffix=""):
 
 def make_command(session, command_type="message", status=CommandStatus.PENDING, payload=None, **fields):
     """A command row in any state, with timestamps that satisfy the table's constraints."""
-    now = timezone.now()
+    now = fields.setdefault("created_at", timezone.now())
     if status in (CommandStatus.ACKNOWLEDGED, CommandStatus.COMPLETED):
         fields.setdefault("acknowledged_at", now)
     if status in (CommandStatus.COMPLETED, CommandStatus.CANCELLED):
