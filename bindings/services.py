@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from bindings.choices import ALLOWED_TRANSITIONS, SyncDirection, SyncSessionStatus
@@ -102,18 +102,13 @@ def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, dev
     if binding is None:
         raise BindingNotFound()
 
-    prepared = SyncSession.objects.filter(
-        workspace_binding_id=binding.pk, direction=direction, status=SyncSessionStatus.PREPARED
-    ).first()
-    if prepared is not None:
-        if prepared.plan_signature == plan_signature:
-            if prepared.plan != plan:
-                raise SignatureConflict(prepared, "A prepared session with this planSignature has a different plan.")
-            return Prepared(session=prepared, created=False)
-        # Conditional: a session cancelled meanwhile stays cancelled.
-        SyncSession.objects.filter(pk=prepared.pk, status=SyncSessionStatus.PREPARED).update(
-            status=SyncSessionStatus.SUPERSEDED, updated_at=timezone.now()
-        )
+    prepared = _supersede_unless_signed(
+        binding_id=binding.pk, direction=direction, plan_signature=plan_signature, now=timezone.now()
+    )
+    if prepared is not None and prepared.plan_signature == plan_signature:
+        if prepared.plan != plan:
+            raise SignatureConflict(prepared, "A prepared session with this planSignature has a different plan.")
+        return Prepared(session=prepared, created=False)
 
     session = SyncSession.objects.create(
         user_id=binding.user_id,
@@ -128,6 +123,43 @@ def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, dev
         metadata=metadata,
     )
     return Prepared(session=session, created=True)
+
+
+_SUPERSEDE_UNLESS_SIGNED = """
+WITH current AS (
+    SELECT * FROM {table} WHERE workspace_binding_id = %s AND direction = %s AND status = %s
+), superseded AS (
+    UPDATE {table} AS s SET status = %s, updated_at = %s
+    FROM current WHERE s.id = current.id AND s.status = %s AND current.plan_signature <> %s
+)
+SELECT * FROM current
+"""
+
+
+def _supersede_unless_signed(
+    *, binding_id, direction, plan_signature, now, single_statement=None
+) -> SyncSession | None:
+    """The prepared session of (binding, direction) as it was, superseded in passing unless it has this signature.
+
+    Runs under the binding lock, in a statement that starts after the lock is held, so it sees every prepare
+    committed before. On PostgreSQL it is one statement (the prepare's query budget); elsewhere two.
+    """
+    if single_statement is None:
+        single_statement = connection.vendor == "postgresql"
+    if single_statement:
+        # `s.status` is re-checked if a concurrent cancel held the row: a cancelled session stays cancelled.
+        sql = _SUPERSEDE_UNLESS_SIGNED.format(table=connection.ops.quote_name(SyncSession._meta.db_table))
+        prepared, superseded = SyncSessionStatus.PREPARED, SyncSessionStatus.SUPERSEDED
+        params = [binding_id, direction, prepared, superseded, now, prepared, plan_signature]
+        return next(iter(SyncSession.objects.raw(sql, params)), None)
+    prepared = SyncSession.objects.filter(
+        workspace_binding_id=binding_id, direction=direction, status=SyncSessionStatus.PREPARED
+    ).first()
+    if prepared is not None and prepared.plan_signature != plan_signature:
+        SyncSession.objects.filter(pk=prepared.pk, status=SyncSessionStatus.PREPARED).update(
+            status=SyncSessionStatus.SUPERSEDED, updated_at=now
+        )
+    return prepared
 
 
 @transaction.atomic
