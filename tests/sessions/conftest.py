@@ -43,3 +43,20 @@ def make_launch(workspace, *, machine=None, status=LaunchStatus.PENDING, created
         created_at=created_at,
         **fields,
     )
+
+
+@pytest.fixture
+def processes(transactional_db, tmp_path):
+    """Start real servers and daemons (see tests/sessions/live.py); all are ended when the test ends, pass or fail.
+
+    Their logs are printed at teardown: pytest shows them when the test failed.
+    """
+    from tests.sessions.live import ProcessManager
+
+    manager = ProcessManager(tmp_path)
+    try:
+        yield manager
+    finally:
+        manager.stop_all()
+        for process in manager.processes:
+            print(f"===== {process.name} log =====\n{process.log()}")

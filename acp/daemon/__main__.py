@@ -1,0 +1,3 @@
+from acp.daemon.cli import main
+
+raise SystemExit(main())

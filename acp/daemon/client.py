@@ -1,0 +1,89 @@
+"""HTTP to the ACP server that survives the server going away: retries with backoff until it answers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import httpx
+
+from acp.daemon import __version__
+
+logger = logging.getLogger("acp.daemon")
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class Unauthorized(Exception):
+    """The token was refused (401): retrying cannot help."""
+
+
+class Stopped(Exception):
+    """The daemon is stopping; the request was abandoned."""
+
+
+class Api:
+    """A thin client of the ACP API. Each thread gets its own httpx.Client (its own connections).
+
+    `request` returns the server's answer for anything but a transport error or a 5xx/429, which it
+    retries with exponential backoff (`min_backoff` doubling to `max_backoff`) until it gets an answer
+    or `stopping` is set — so every loop of the daemon reconnects by itself after a server restart.
+    """
+
+    def __init__(self, url: str, token: str, stopping: threading.Event, *, min_backoff=0.5, max_backoff=10.0):
+        self.base_url = url.rstrip("/")
+        self.token = token
+        self.stopping = stopping
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self._local = threading.local()
+
+    @property
+    def http(self) -> httpx.Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = httpx.Client(
+                base_url=self.base_url,
+                headers={"Authorization": f"Bearer {self.token}", "User-Agent": f"acp-daemon/{__version__}"},
+                timeout=httpx.Timeout(30.0),
+            )
+            self._local.client = client
+        return client
+
+    def close(self) -> None:
+        client = getattr(self._local, "client", None)
+        if client is not None:
+            client.close()
+            self._local.client = None
+
+    def request(self, method: str, path: str, *, json: Any = None, params=None, timeout: float | None = None):
+        backoff = self.min_backoff
+        while True:
+            if self.stopping.is_set():
+                raise Stopped()
+            problem = None
+            try:
+                kwargs = {"json": json, "params": params}
+                if timeout is not None:
+                    kwargs["timeout"] = timeout
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                self.close()  # start over with fresh connections
+            else:
+                if response.status_code == 401:
+                    raise Unauthorized(response.text)
+                if response.status_code not in RETRY_STATUSES:
+                    return response
+                problem = f"HTTP {response.status_code}"
+            logger.warning("%s %s failed (%s); retrying in %.1fs", method, path, problem, backoff)
+            if self.stopping.wait(backoff):
+                raise Stopped()
+            backoff = min(backoff * 2, self.max_backoff)
+
+    def get(self, path: str, **kwargs):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, json: Any = None, **kwargs):
+        return self.request("POST", path, json=json if json is not None else {}, **kwargs)

@@ -1,0 +1,363 @@
+"""The daemon's work: register, heartbeat, take launches, run them, and obey their control commands.
+
+Threads, one per job, each with its own HTTP connections:
+- the main thread long-polls the machine's launches and starts each one (`Daemon.run`);
+- a heartbeat thread reports the device and every running session every `heartbeat_interval` seconds;
+- per running session, a control thread long-polls its commands and a watcher thread waits for the child.
+
+The server creates the thread and the local session when it receives our "ok"; the daemon only runs
+the child process and reports on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from acp.daemon import __version__
+from acp.daemon.client import Api, Stopped, Unauthorized
+
+logger = logging.getLogger("acp.daemon")
+
+DEFAULT_COMMAND = f"{shlex.quote(sys.executable)} -m acp.daemon.echo_agent"
+CAPABILITIES = {"launch": True, "control": ["pause", "resume", "message", "cancel"]}
+TERMINATE_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+SEEN_LAUNCH_MEMORY = 600.0  # seconds a handled launch id is remembered (longer than any launch deadline)
+
+
+class DaemonError(Exception):
+    """A condition the daemon cannot run with (unknown device, refused token)."""
+
+
+@dataclass
+class Config:
+    url: str
+    token: str
+    device_id: str | None = None
+    name: str = field(default_factory=socket.gethostname)
+    command: str = DEFAULT_COMMAND
+    wait: float = 25.0
+    heartbeat_interval: float = 30.0
+    min_backoff: float = 0.5
+    max_backoff: float = 10.0
+
+
+class Daemon:
+    def __init__(self, config: Config):
+        self.config = config
+        self.stopping = threading.Event()
+        self.api = Api(
+            config.url, config.token, self.stopping, min_backoff=config.min_backoff, max_backoff=config.max_backoff
+        )
+        self.device_id: str | None = config.device_id
+        self.sessions: dict[str, RunningSession] = {}
+        self.sessions_lock = threading.Lock()
+        self._seen_launches: dict[str, float] = {}
+
+    # --- the device ---------------------------------------------------------------------------------
+
+    def register(self) -> str:
+        """Use --device, or this host's device of the same name, or register a new one. Returns its id."""
+        if self.device_id is None:
+            self.device_id = self._find_device() or self._create_device()
+        self.heartbeat()
+        logger.info("device %s (%s) is online", self.device_id, self.config.name)
+        return self.device_id
+
+    def _find_device(self) -> str | None:
+        offset = 0
+        while True:
+            page = self._json(self.api.get("/v1/devices", params={"limit": 100, "offset": offset}), "list devices")
+            for device in page["data"]:
+                if device["name"] == self.config.name and device["hostname"] == socket.gethostname():
+                    return device["id"]
+            if not page["has_more"]:
+                return None
+            offset += len(page["data"])
+
+    def _create_device(self) -> str:
+        body = {"name": self.config.name, **self._device_report()}
+        device = self._json(self.api.post("/v1/devices", body), "register the device", expect=201)["device"]
+        logger.info("registered device %s", device["id"])
+        return device["id"]
+
+    def _device_report(self) -> dict:
+        return {
+            "platform": sys.platform,
+            "hostname": socket.gethostname(),
+            "daemonVersion": __version__,
+            "appVersion": f"python {platform.python_version()}",
+            "capabilities": CAPABILITIES,
+        }
+
+    def heartbeat(self) -> None:
+        response = self.api.post(f"/v1/devices/{self.device_id}/heartbeat", self._device_report())
+        if response.status_code == 404:
+            raise DaemonError(f"Device {self.device_id} does not exist for this token.")
+        self._json(response, "heartbeat")
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping.wait(self.config.heartbeat_interval):
+            try:
+                self.heartbeat()
+                for session in self._running_sessions():
+                    session.heartbeat()
+            except (Stopped, Unauthorized):
+                return
+            except Exception:
+                logger.exception("heartbeat failed")
+
+    # --- launches -----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve launches until `stop()`; raises DaemonError / Unauthorized when it cannot go on."""
+        self.register()
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        path = f"/api/v1/machines/{self.device_id}/launches"
+        while not self.stopping.is_set():
+            response = self.api.get(path, params={"wait": self.config.wait}, timeout=self.config.wait + 30)
+            if response.status_code == 404:
+                raise DaemonError(f"Device {self.device_id} is gone (or not this token's).")
+            if response.status_code != 200:
+                logger.warning("fetching launches: HTTP %s %s", response.status_code, response.text[:200])
+                self.stopping.wait(self.config.max_backoff)
+                continue
+            for launch in response.json()["data"]:
+                if self._first_sight(launch["id"]):
+                    self.start_launch(launch)
+
+    def _first_sight(self, launch_id: str) -> bool:
+        now = time.monotonic()
+        self._seen_launches = {k: t for k, t in self._seen_launches.items() if now - t < SEEN_LAUNCH_MEMORY}
+        if launch_id in self._seen_launches:
+            return False
+        self._seen_launches[launch_id] = now
+        return True
+
+    def start_launch(self, launch: dict) -> None:
+        """Start the command for `launch`, then acknowledge it: "ok" with the pid, or "error" if it did not start."""
+        ack_path = f"/api/v1/machines/{self.device_id}/launches/{launch['id']}/ack"
+        try:
+            process = subprocess.Popen(
+                shlex.split(self.config.command),
+                stdin=subprocess.PIPE,
+                env={**os.environ, **_launch_environment(launch)},
+                start_new_session=True,  # its own process group: pause/resume/cancel reach its children too
+            )
+        except (OSError, ValueError) as exc:
+            logger.error("launch %s: could not start %r: %s", launch["id"], self.config.command, exc)
+            self.api.post(ack_path, {"status": "error", "payload": {"code": "spawn_failed", "message": str(exc)}})
+            return
+        response = self.api.post(ack_path, {"status": "ok", "payload": {"pid": process.pid}})
+        if response.status_code != 200:
+            # Typically 409: the launch timed out before our "ok" arrived; nobody expects this session.
+            logger.warning(
+                "launch %s: ack refused (HTTP %s); stopping pid %s", launch["id"], response.status_code, process.pid
+            )
+            _terminate(process)
+            return
+        acked = response.json()
+        session = RunningSession(self, launch["id"], acked["thread_id"], acked["local_session_id"], process)
+        with self.sessions_lock:
+            self.sessions[session.session_id] = session
+        logger.info("launch %s: session %s running, pid %s", launch["id"], session.session_id, process.pid)
+        session.start()
+
+    def _running_sessions(self) -> list[RunningSession]:
+        with self.sessions_lock:
+            return list(self.sessions.values())
+
+    def forget(self, session: RunningSession) -> None:
+        with self.sessions_lock:
+            self.sessions.pop(session.session_id, None)
+
+    # --- stopping -----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop taking work; end every child and report its session cancelled."""
+        sessions = self._running_sessions()
+        for session in sessions:
+            session.shut_down()
+        self.stopping.set()
+
+    @staticmethod
+    def _json(response, what: str, expect: int = 200) -> dict:
+        if response.status_code != expect:
+            raise DaemonError(f"Could not {what}: HTTP {response.status_code} {response.text[:300]}")
+        return response.json()
+
+
+class RunningSession:
+    """A launched child process and its local session: obeys its control commands, reports how it ends."""
+
+    def __init__(self, daemon: Daemon, launch_id: str, thread_id: str, session_id: str, process: subprocess.Popen):
+        self.daemon = daemon
+        self.api = daemon.api
+        self.launch_id = launch_id
+        self.thread_id = thread_id
+        self.session_id = session_id
+        self.process = process
+        self.path = f"/v1/threads/{thread_id}/local-sessions/{session_id}"
+        self.ended = threading.Event()
+        self._ending = threading.Lock()
+        self._ended_by_us = False
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch, name=f"watch-{self.session_id[:8]}", daemon=True).start()
+        threading.Thread(target=self._control_loop, name=f"control-{self.session_id[:8]}", daemon=True).start()
+
+    def heartbeat(self) -> None:
+        if not self.ended.is_set():
+            self.api.post(f"{self.path}/heartbeat", {})
+
+    # --- the child ending by itself ---------------------------------------------------------------
+
+    def _watch(self) -> None:
+        code = self.process.wait()
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):  # a pipe whose reader is gone
+                self.process.stdin.close()
+        with self._ending:
+            if self._ended_by_us:
+                return
+            self.ended.set()
+        status = "completed" if code == 0 else "failed"
+        logger.info("session %s: the agent exited with %s: %s", self.session_id, code, status)
+        with contextlib.suppress(Stopped, Unauthorized):
+            self._complete(status, None if code == 0 else f"The agent exited with code {code}.")
+        self.daemon.forget(self)
+
+    def _complete(self, status: str, error: str | None = None) -> None:
+        body = {"status": status, **({"error": error} if error else {})}
+        response = self.api.post(f"{self.path}/complete", body)
+        if response.status_code != 200:
+            logger.warning(
+                "session %s: complete(%s): HTTP %s %s",
+                self.session_id,
+                status,
+                response.status_code,
+                response.text[:200],
+            )
+
+    # --- control commands ---------------------------------------------------------------------------
+
+    def _control_loop(self) -> None:
+        wait = self.daemon.config.wait
+        try:
+            while not self.ended.is_set():
+                response = self.api.get(
+                    f"{self.path}/control/poll", params={"wait": wait, "limit": 10}, timeout=wait + 30
+                )
+                if self.ended.is_set():
+                    return
+                if response.status_code != 200:
+                    logger.warning("session %s: control poll: HTTP %s", self.session_id, response.status_code)
+                    if response.status_code == 404:
+                        return  # the session is gone on the server
+                    self.daemon.stopping.wait(self.daemon.config.max_backoff)
+                    continue
+                for command in response.json()["data"]:
+                    self.handle(command)
+        except (Stopped, Unauthorized):
+            return
+        except Exception:
+            logger.exception("session %s: control loop failed", self.session_id)
+
+    def handle(self, command: dict) -> None:
+        """Acknowledge `command`, carry it out, and acknowledge it completed with what happened."""
+        kind, command_id = command["commandType"], command["id"]
+        ack_path = f"{self.path}/control/{command_id}/ack"
+        action = getattr(self, f"_do_{kind}", None)
+        if action is None:
+            logger.warning("session %s: unknown command type %r", self.session_id, kind)
+            self.api.post(ack_path, {"status": "cancelled", "payload": {"error": f"unknown command type {kind!r}"}})
+            return
+        self.api.post(ack_path, {"status": "acknowledged"})
+        try:
+            result = action(command.get("payload") or {})
+        except OSError as exc:  # the child is gone, or its stdin is closed
+            logger.warning("session %s: %s %s failed: %s", self.session_id, kind, command_id, exc)
+            self.api.post(ack_path, {"status": "cancelled", "payload": {"error": str(exc)}})
+            return
+        response = self.api.post(ack_path, {"status": "completed", "payload": result})
+        logger.info("session %s: %s %s completed (HTTP %s)", self.session_id, kind, command_id, response.status_code)
+        if kind == "cancel":
+            self._complete("cancelled")
+            self.daemon.forget(self)
+
+    def _signal(self, signum: int) -> None:
+        os.killpg(self.process.pid, signum)
+
+    def _do_pause(self, payload: dict) -> dict:
+        self._signal(signal.SIGSTOP)
+        return {"paused": True, "pid": self.process.pid}
+
+    def _do_resume(self, payload: dict) -> dict:
+        self._signal(signal.SIGCONT)
+        return {"paused": False, "pid": self.process.pid}
+
+    def _do_message(self, payload: dict) -> dict:
+        text = str(payload.get("text", ""))
+        self.process.stdin.write(text.encode() + b"\n")
+        self.process.stdin.flush()
+        return {"delivered": True, "bytes": len(text.encode())}
+
+    def _do_cancel(self, payload: dict) -> dict:
+        with self._ending:
+            self._ended_by_us = True
+            self.ended.set()
+        code = _terminate(self.process)
+        return {"cancelled": True, "exit_code": code}
+
+    def shut_down(self) -> None:
+        """The daemon is stopping: end the child and report the session cancelled."""
+        with self._ending:
+            if self.ended.is_set():
+                return
+            self._ended_by_us = True
+            self.ended.set()
+        _terminate(self.process)
+        with contextlib.suppress(Stopped, Unauthorized):
+            self._complete("cancelled", "The daemon stopped.")
+
+
+def _launch_environment(launch: dict) -> dict[str, str]:
+    """What the child learns of its launch, as ACP_* environment variables."""
+    values = {
+        "ACP_LAUNCH_ID": launch["id"],
+        "ACP_WORKSPACE_ID": launch.get("workspace_id"),
+        "ACP_MACHINE_ID": launch.get("machine_id"),
+        "ACP_INITIAL_PROMPT": launch.get("initial_prompt"),
+        "ACP_WORKTREE_NAME": launch.get("worktree_name"),
+        "ACP_RESUME_SESSION_ID": launch.get("resume_session_id"),
+        "ACP_AGENT_SESSION_ID": launch.get("agent_session_id"),
+        "ACP_SESSION_SETTINGS": json.dumps(launch.get("session_settings") or {}),
+        "ACP_LAUNCH_METADATA": json.dumps(launch.get("metadata") or {}),
+    }
+    return {name: str(value) for name, value in values.items() if value is not None}
+
+
+def _terminate(process: subprocess.Popen) -> int | None:
+    """End the child's whole process group: SIGTERM (and SIGCONT, in case it is paused), then SIGKILL."""
+    for signum in (signal.SIGTERM, signal.SIGCONT):
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            break
+    try:
+        return process.wait(TERMINATE_GRACE)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return process.wait()
