@@ -204,6 +204,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "SyncSessionStatusEnum": "bindings.choices.SyncSessionStatus",
+        "LaunchStatusEnum": "sessions.choices.LaunchStatus",
+        "LaunchAckStatusEnum": "sessions.choices.AckStatus",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
