@@ -161,7 +161,7 @@ class SyncSessionAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected prepared sessions", permissions=["change"])
     def cancel_prepared_sessions(self, request, queryset):
         cancelled, skipped = 0, []
-        for session in queryset.only("id", "status"):
+        for session in queryset.select_related(None).only("id", "status"):
             try:
                 changed = services.sync_session_cancel(session=session)
             except services.InvalidTransition:

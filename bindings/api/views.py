@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from acp.api.errors import Conflict, StateTransitionConflict
 from acp.api.permissions import token_device_id
+from acp.api.schema import envelope_serializer
 from acp.api.serializers import ErrorSerializer
 from acp.api.viewsets import OwnedModelViewSet, OwnedViewSetMixin
 from bindings import selectors, services
@@ -137,7 +138,7 @@ def _session_schema(key: str, session_serializer, prepare_response, direction: s
             summary=f"Cancel a prepared workspace {direction} session",
             description="prepared → cancelled; cancelling a cancelled session changes nothing; superseded → 409.",
             request=None,
-            responses={200: session_serializer, 409: STATE_409},
+            responses={200: envelope_serializer(key, session_serializer), 409: STATE_409},
         ),
     }
 
