@@ -266,3 +266,16 @@ def test_device_token_of_another_device_cannot_see_the_binding(user, binding, se
         client.patch(f"/v1/workspace-bindings/{binding.id}", {"lastPushedSnapshotId": "x"}, format="json").status_code
         == 404
     )
+
+
+@pytest.mark.parametrize("registry", ["devices", "environments", "projects"])
+def test_deleting_a_referenced_object_keeps_the_data_consistent(api, binding, registry):
+    api.post(f"/v1/workspace-bindings/{binding.id}/pull-sessions", {"planSignature": "s", "plan": {}}, format="json")
+    target = {"devices": binding.device_id, "environments": binding.environment_id, "projects": binding.project_id}
+    assert api.delete(f"/v1/{registry}/{target[registry]}").status_code == 204
+    if registry == "projects":
+        binding.refresh_from_db()
+        assert binding.project_id is None and SyncSession.objects.get().project_id is None
+        assert api.get(f"/v1/workspace-bindings/{binding.id}").json()["binding"]["projectId"] is None
+    else:
+        assert not WorkspaceBinding.objects.exists() and not SyncSession.objects.exists()
