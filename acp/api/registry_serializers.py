@@ -31,7 +31,7 @@ class DeviceSerializer(OwnedModelSerializer):
     daemonVersion = serializers.CharField(source="daemon_version", max_length=100, required=False, allow_blank=True)
     capabilities = JSONObjectField(required=False)
     status = serializers.ChoiceField(choices=["online", "offline"], read_only=True)
-    lastSeenAt = serializers.DateTimeField(source="last_seen_at", read_only=True)
+    lastSeenAt = serializers.DateTimeField(source="last_seen_at", read_only=True, allow_null=True)
 
     class Meta:
         model = Device
