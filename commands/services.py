@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.db import models, transaction
 from django.db.models import Case, F, QuerySet, Subquery, Value, When
-from django.db.models.functions import Greatest
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from acp.realtime import notify
@@ -379,10 +379,11 @@ def _complete_cancel(command: ControlCommand, fields: list[str], now: datetime) 
             for field in fields
         },
     )
-    # GREATEST ignores NULL: a session that never started ends when the cancel completed.
+    # Not before the session started; a session that never started ends when the cancel completed.
+    completed_at = Value(command.completed_at)
     LocalSession.objects.filter(pk=command.session_id).exclude(status__in=SESSION_TERMINAL_STATES).update(
         status=SessionStatus.CANCELLED,
-        completed_at=Greatest(F("started_at"), Value(command.completed_at)),
+        completed_at=Greatest(Coalesce(F("started_at"), completed_at), completed_at),
         paused_at=None,
         updated_at=now,
     )
