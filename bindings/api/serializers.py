@@ -42,27 +42,18 @@ class OwnedIdField(OwnedPrimaryKeyRelatedField):
 
 
 @extend_schema_field(OpenApiTypes.OBJECT)
-class FiniteJSONObjectField(JSONObjectField):
-    """A JSON object without non-finite numbers (1e400 parses to infinity, which no JSON column accepts).
-
-    With `max_bytes_setting`, its compact UTF-8 JSON encoding must fit in that many bytes, else 413.
-    """
-
-    default_error_messages = {"not_finite": "Numbers must be finite."}
+class SizedJSONObjectField(JSONObjectField):
+    """A JSON object; with `max_bytes_setting`, its compact UTF-8 JSON encoding must fit that many bytes, else 413."""
 
     def __init__(self, *, max_bytes_setting: str | None = None, **kwargs):
         self.max_bytes_setting = max_bytes_setting
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
-        data = super().to_internal_value(data)
-        try:
-            encoded = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        except ValueError:
-            self.fail("not_finite")
+        data = super().to_internal_value(data)  # DRF already refuses what JSON cannot encode (1e400 → infinity)
         if self.max_bytes_setting:
             limit = getattr(settings, self.max_bytes_setting)
-            size = len(encoded.encode())
+            size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
             if size > limit:
                 raise PayloadTooLarge(
                     f"{self.field_name} is {size} bytes as JSON; the limit is {limit}.",
@@ -182,20 +173,20 @@ class PullSessionSerializer(PushSessionSerializer):
 
 class SyncSessionPrepareSerializer(serializers.Serializer):
     planSignature = SignatureField(help_text="Names exactly one plan: the same signature with another plan is a 409.")
-    plan = FiniteJSONObjectField(max_bytes_setting="ACP_MAX_PLAN_BYTES", help_text="At most ACP_MAX_PLAN_BYTES.")
-    metadata = FiniteJSONObjectField(required=False, help_text="Free-form metadata object.")
+    plan = SizedJSONObjectField(max_bytes_setting="ACP_MAX_PLAN_BYTES", help_text="At most ACP_MAX_PLAN_BYTES.")
+    metadata = SizedJSONObjectField(required=False, help_text="Free-form metadata object.")
 
 
 class PullSessionApplyPreviewSerializer(serializers.Serializer):
-    preview = FiniteJSONObjectField(max_bytes_setting="ACP_MAX_PLAN_BYTES")
+    preview = SizedJSONObjectField(max_bytes_setting="ACP_MAX_PLAN_BYTES")
     previewSignature = SignatureField()
-    metadata = FiniteJSONObjectField(required=False, help_text="Merged into the session's metadata.")
+    metadata = SizedJSONObjectField(required=False, help_text="Merged into the session's metadata.")
 
 
 class PullSessionApplyResultSerializer(serializers.Serializer):
-    result = FiniteJSONObjectField(max_bytes_setting="ACP_MAX_PLAN_BYTES")
+    result = SizedJSONObjectField(max_bytes_setting="ACP_MAX_PLAN_BYTES")
     resultSignature = SignatureField()
-    metadata = FiniteJSONObjectField(required=False, help_text="Merged into the session's metadata.")
+    metadata = SizedJSONObjectField(required=False, help_text="Merged into the session's metadata.")
 
 
 def _response_serializer(name: str, key: str, session_serializer, flag: str, flag_help: str):
