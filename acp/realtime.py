@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +87,7 @@ class Listener:
         self._subscriptions: dict[str, set[Subscription]] = defaultdict(set)
         self._thread: threading.Thread | None = None
         self._listening = threading.Event()
+        self._stopping = threading.Event()
         self.connected_once = threading.Event()
 
     def subscribe(self, key: str) -> Subscription:
@@ -113,6 +113,17 @@ class Listener:
         with self._lock:
             return sum(len(waiters) for waiters in self._subscriptions.values())
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the listening connection and end the thread (tests, before dropping their database)."""
+        with self._lock:
+            thread = self._thread
+            self._thread = None
+        if thread is None:
+            return
+        self._stopping.set()
+        thread.join(timeout)
+        self._stopping.clear()
+
     def _ensure_started(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
@@ -137,7 +148,7 @@ class Listener:
         import psycopg
 
         backoff = 0.5
-        while True:
+        while not self._stopping.is_set():
             try:
                 with psycopg.connect(**_listener_conninfo(), autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
@@ -146,14 +157,17 @@ class Listener:
                     backoff = 0.5
                     # Anything notified while we were disconnected is lost: make everyone re-check.
                     self._wake_everyone()
-                    for notification in conn.notifies():
-                        self._dispatch(notification.payload)
+                    while not self._stopping.is_set():
+                        # The timeout only bounds how long a stop() waits; notifications arrive at once.
+                        for notification in conn.notifies(timeout=1.0):
+                            self._dispatch(notification.payload)
             except Exception:
                 logger.warning("acp listener: connection lost; reconnecting in %.1fs", backoff, exc_info=True)
             self._listening.clear()
             self._wake_everyone()
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+            if not self._stopping.is_set():
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
 
 
 def _listener_conninfo() -> dict[str, Any]:

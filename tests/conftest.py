@@ -32,6 +32,15 @@ def make_client(raw_token=None):
     return client
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stop_realtime_listener(django_db_setup, django_db_blocker):
+    """Close the process's LISTEN connection before pytest-django drops the test database."""
+    yield
+    from acp.realtime import get_listener
+
+    get_listener().stop()
+
+
 @pytest.fixture
 def user(db):
     return make_user("alice")

@@ -15,6 +15,7 @@ from acp.api.registry_serializers import (
     EnvironmentSerializer,
     ProjectSerializer,
 )
+from acp.api.schema import envelope_serializer
 from acp.api.viewsets import OwnedModelViewSet
 from acp.filtersets import DeviceFilterSet
 from acp.models import Device, Environment, Project
@@ -42,7 +43,7 @@ class DeviceViewSet(OwnedModelViewSet):
     device_field = "id"
     device_token_actions = ("list", "retrieve", "heartbeat")
 
-    @extend_schema(request=DeviceHeartbeatSerializer, responses=DeviceSerializer)
+    @extend_schema(request=DeviceHeartbeatSerializer, responses=envelope_serializer("device", DeviceSerializer))
     @action(detail=True, methods=["post"])
     def heartbeat(self, request, pk=None):
         device = self.get_object()
