@@ -7,6 +7,7 @@ from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
 from django.utils.html import format_html
 
+from acp.admin_permissions import CancelActionPermissionMixin
 from bindings import services
 from bindings.choices import SyncSessionStatus
 from bindings.models import SyncSession, WorkspaceBinding
@@ -88,7 +89,7 @@ class WorkspaceBindingAdmin(admin.ModelAdmin):
 
 
 @admin.register(SyncSession)
-class SyncSessionAdmin(admin.ModelAdmin):
+class SyncSessionAdmin(CancelActionPermissionMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "direction",
@@ -158,7 +159,7 @@ class SyncSessionAdmin(admin.ModelAdmin):
     def result_pretty(self, obj):
         return pretty_json(obj.result)
 
-    @admin.action(description="Cancel selected prepared sessions", permissions=["change"])
+    @admin.action(description="Cancel selected prepared sessions", permissions=["cancel"])
     def cancel_prepared_sessions(self, request, queryset):
         cancelled, skipped = 0, []
         for session in queryset.select_related(None).only("id", "status"):
