@@ -5,6 +5,7 @@ import json
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from acp.admin_permissions import CancelActionPermissionMixin
 from commands import services
 from commands.choices import SESSION_TERMINAL_STATES, SessionStatus
 from commands.models import ControlCommand, IdempotencyKey, LocalSession, Thread
@@ -119,7 +120,7 @@ class LocalSessionAdmin(PrettyJsonMixin, admin.ModelAdmin):
 
 
 @admin.register(ControlCommand)
-class ControlCommandAdmin(PrettyJsonMixin, admin.ModelAdmin):
+class ControlCommandAdmin(CancelActionPermissionMixin, PrettyJsonMixin, admin.ModelAdmin):
     list_display = ["id", "command_type", "status", "user", "session", "created_at", "acknowledged_at", "completed_at"]
     list_filter = ["command_type", "status"]
     list_select_related = ["user", "session", "thread"]
@@ -145,7 +146,7 @@ class ControlCommandAdmin(PrettyJsonMixin, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # commands are queued through the API, which checks the session's state
 
-    @admin.action(description="Cancel selected pending commands", permissions=["change"])
+    @admin.action(description="Cancel selected pending commands", permissions=["cancel"])
     def cancel_pending_commands(self, request, queryset):
         cancelled = sum(services.command_cancel(command=command) for command in queryset)
         skipped = len(queryset) - cancelled

@@ -50,6 +50,23 @@ def test_support_runs_the_cancel_action_and_wrong_states_are_skipped(support_cli
     assert (prepared.status, superseded.status) == ("cancelled", "superseded")
 
 
+def test_support_cancels_pending_commands(support_client, push_sessions, user):
+    from commands.models import ControlCommand, LocalSession, Thread
+
+    prepared, _ = push_sessions
+    thread = Thread.objects.create(user=user)
+    session = LocalSession.objects.create(user=user, thread=thread, device=prepared.device, status="running")
+    pending = ControlCommand.objects.create(user=user, session=session, thread=thread, command_type="message")
+    response = support_client.post(
+        "/admin/commands/controlcommand/",
+        {"action": "cancel_pending_commands", "_selected_action": [pending.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    pending.refresh_from_db()
+    assert pending.status == "cancelled"
+
+
 @pytest.mark.parametrize(
     "url",
     [
