@@ -6,17 +6,16 @@ parameter fails loudly below until it is named in PARAMETER_MODELS.
 """
 
 import uuid
-from datetime import timedelta
 
 import pytest
 from django.urls import URLResolver, get_resolver
-from django.utils import timezone
 
-from acp.models import Device, Environment, Project
+from acp.models import Device
 from bindings.models import SyncSession, WorkspaceBinding
 from commands.models import ControlCommand, LocalSession, Thread
 from sessions.models import Launch, Workspace
 from tests.conftest import make_client, make_token, make_user
+from tests.factories import build_world
 
 pytestmark = pytest.mark.django_db
 
@@ -50,40 +49,6 @@ def api_routes():
             }
             for method in methods:
                 yield pytest.param(route, method, callback.cls, id=f"{method.upper()} /{route}")
-
-
-def build_world(user):
-    """One of everything, owned by `user`, wired together the way the API creates them."""
-    now = timezone.now()
-    project = Project.objects.create(user=user, name="p")
-    environment = Environment.objects.create(user=user, name="e")
-    device = Device.objects.create(user=user, name="d", last_seen_at=now)
-    binding = WorkspaceBinding.objects.create(
-        user=user, device=device, environment=environment, project=project, local_path="/w"
-    )
-    common = {"user": user, "workspace_binding": binding, "device": device, "environment": environment}
-    push = SyncSession.objects.create(**common, direction="push", plan_signature="s")
-    pull = SyncSession.objects.create(**common, direction="pull", plan_signature="s")
-    thread = Thread.objects.create(user=user, environment=environment)
-    session = LocalSession.objects.create(user=user, thread=thread, device=device, status="running")
-    command = ControlCommand.objects.create(user=user, session=session, thread=thread, command_type="pause")
-    workspace = Workspace.objects.create(user=user, name="w", project=project, default_machine=device)
-    launch = Launch.objects.create(
-        user=user, workspace=workspace, machine=device, expires_at=now + timedelta(seconds=10)
-    )
-    return {
-        Project: project,
-        Environment: environment,
-        Device: device,
-        WorkspaceBinding: binding,
-        ("push", SyncSession): push,
-        ("pull", SyncSession): pull,
-        Thread: thread,
-        LocalSession: session,
-        ControlCommand: command,
-        Workspace: workspace,
-        Launch: launch,
-    }
 
 
 def path_for(route, view_class, world):
