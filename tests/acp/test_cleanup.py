@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from acp.models import Device, Environment
 from bindings.models import SyncSession, WorkspaceBinding
+from commands.models import LocalSession
 
 pytestmark = pytest.mark.django_db
 
@@ -113,3 +114,40 @@ def test_default_age_comes_from_settings(user, settings):
 def test_bad_options_are_refused(user, args):
     with pytest.raises(CommandError):
         run(*args)
+
+
+def test_finished_launches_and_ended_commands_go_too_but_live_ones_stay(user):
+    from commands.models import ControlCommand
+    from sessions.models import Launch
+    from tests.factories import build_world
+
+    world = build_world(user)
+    launch, command = world[Launch], world[ControlCommand]
+    session, workspace, device = world[LocalSession], launch.workspace, launch.machine
+    done_launch = Launch.objects.create(
+        user=user,
+        workspace=workspace,
+        machine=device,
+        status="timed_out",
+        expires_at=OLD,
+        timed_out_at=OLD,
+        error_code="daemon_timeout",
+    )
+    done_command = ControlCommand.objects.create(
+        user=user,
+        session=session,
+        thread=session.thread,
+        command_type="message",
+        payload={"text": "x"},
+        status="cancelled",
+        completed_at=OLD,
+    )
+    Launch.objects.update(updated_at=OLD)
+    ControlCommand.objects.update(updated_at=OLD)
+
+    output = run("--older-than", "30d")
+    assert "Deleted 1 launches." in output and "Deleted 1 control commands." in output
+    assert set(Launch.objects.values_list("pk", flat=True)) == {launch.pk}  # still pending
+    assert set(ControlCommand.objects.values_list("pk", flat=True)) == {command.pk}  # still pending
+    assert not Launch.objects.filter(pk=done_launch.pk).exists()
+    assert not ControlCommand.objects.filter(pk=done_command.pk).exists()
