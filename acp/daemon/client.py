@@ -23,6 +23,10 @@ class Stopped(Exception):
     """The daemon is stopping; the request was abandoned."""
 
 
+class Unavailable(Exception):
+    """The server did not answer (a `retry=False` request)."""
+
+
 class Api:
     """A thin client of the ACP API. Each thread gets its own httpx.Client (its own connections).
 
@@ -57,7 +61,10 @@ class Api:
             client.close()
             self._local.client = None
 
-    def request(self, method: str, path: str, *, json: Any = None, params=None, timeout: float | None = None):
+    def request(
+        self, method: str, path: str, *, json: Any = None, params=None, timeout: float | None = None, retry=True
+    ):
+        """The server's answer; with `retry=False` one attempt only, raising `Unavailable` when it fails."""
         backoff = self.min_backoff
         while True:
             if self.stopping.is_set():
@@ -77,6 +84,8 @@ class Api:
                 if response.status_code not in RETRY_STATUSES:
                     return response
                 problem = f"HTTP {response.status_code}"
+            if not retry:
+                raise Unavailable(f"{method} {path}: {problem}")
             logger.warning("%s %s failed (%s); retrying in %.1fs", method, path, problem, backoff)
             if self.stopping.wait(backoff):
                 raise Stopped()

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from acp.daemon import __version__
-from acp.daemon.client import Api, Stopped, Unauthorized
+from acp.daemon.client import Api, Stopped, Unauthorized, Unavailable
 
 logger = logging.getLogger("acp.daemon")
 
@@ -238,9 +238,9 @@ class RunningSession:
             self._complete(status, None if code == 0 else f"The agent exited with code {code}.")
         self.daemon.forget(self)
 
-    def _complete(self, status: str, error: str | None = None) -> None:
+    def _complete(self, status: str, error: str | None = None, *, retry: bool = True) -> None:
         body = {"status": status, **({"error": error} if error else {})}
-        response = self.api.post(f"{self.path}/complete", body)
+        response = self.api.post(f"{self.path}/complete", body, retry=retry)
         if response.status_code != 200:
             logger.warning(
                 "session %s: complete(%s): HTTP %s %s",
@@ -328,8 +328,10 @@ class RunningSession:
             self._ended_by_us = True
             self.ended.set()
         _terminate(self.process)
-        with contextlib.suppress(Stopped, Unauthorized):
-            self._complete("cancelled", "The daemon stopped.")
+        try:  # one attempt: a daemon asked to stop must not wait for a server that is down
+            self._complete("cancelled", "The daemon stopped.", retry=False)
+        except (Stopped, Unauthorized, Unavailable) as exc:
+            logger.warning("session %s: could not report it cancelled: %s", self.session_id, exc)
 
 
 def _launch_environment(launch: dict) -> dict[str, str]:

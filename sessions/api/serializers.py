@@ -219,3 +219,12 @@ class LaunchSerializer(serializers.ModelSerializer):
 class LaunchAckSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=AckStatus.choices, help_text="'ok': the agent runs; 'error': it did not.")
     payload = JSONObjectField(required=False, allow_null=True, help_text="Details (e.g. pid, or an error code).")
+
+
+class LaunchQueueSerializer(serializers.Serializer):
+    """The daemon's fetch: the list envelope of pending launches, oldest first."""
+
+    object = serializers.ChoiceField(choices=["list"])
+    data = LaunchSerializer(many=True)
+    total_count = serializers.IntegerField(min_value=0)
+    has_more = serializers.BooleanField()

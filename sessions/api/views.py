@@ -21,6 +21,7 @@ from sessions import selectors, services
 from sessions.api.serializers import (
     LaunchAckSerializer,
     LaunchAnswerSerializer,
+    LaunchQueueSerializer,
     LaunchRequestSerializer,
     LaunchSerializer,
     WorkspaceSerializer,
@@ -143,7 +144,7 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
             OpenApiParameter("wait", OpenApiTypes.DOUBLE, description="Seconds to wait for a launch (0–30)."),
             OpenApiParameter("limit", OpenApiTypes.INT, description=f"At most this many (1–{MAX_LIMIT}, default 50)."),
         ],
-        responses={200: LaunchSerializer(many=True)},
+        responses={200: LaunchQueueSerializer},
     )
     def poll(self, request, *args, **kwargs):
         machine = self.get_machine()

@@ -273,3 +273,11 @@ def test_list_shows_launches_with_their_state_newest_first(
 def test_someone_elses_launch_is_404(api, other_workspace):
     theirs = make_launch(other_workspace)
     assert api.get(f"/api/v1/workspaces/{other_workspace.id}/sessions/{theirs.id}").status_code == 404
+
+
+def test_launch_query_count(api, user, workspace, offline_device, django_assert_max_num_queries):
+    thread = Thread.objects.create(user=user, title="t")
+    body = {"machine_id": str(offline_device.id), "user_session_id": str(thread.id), "initial_prompt": "p"}
+    # token, workspace (with its default machine), machine, thread, insert (+ the test transaction's savepoint pair)
+    with django_assert_max_num_queries(7):
+        assert api.post(url(workspace), body, format="json").status_code == 200

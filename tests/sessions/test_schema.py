@@ -32,6 +32,13 @@ def test_launch_and_daemon_endpoints_are_documented(schema):
     assert "get" in paths["/api/v1/workspaces/{workspace_id}/sessions"]
     poll = paths["/api/v1/machines/{machine_id}/launches"]["get"]
     assert {parameter["name"] for parameter in poll["parameters"]} >= {"machine_id", "wait", "limit"}
+    queue_ref = poll["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert set(schema["components"]["schemas"][queue_ref]["properties"]) == {
+        "object",
+        "data",
+        "total_count",
+        "has_more",
+    }
     ack = paths["/api/v1/machines/{machine_id}/launches/{launch_id}/ack"]["post"]
     assert set(ack["responses"]) >= {"200", "400", "404", "409"}
 
