@@ -97,6 +97,13 @@ def test_the_daemon_runs_a_launch_through_pause_resume_message_and_cancel(proces
     assert messaged["status"] == "completed"
     wait_until(lambda: "message: hi there, agent" in daemon.log(), 10, message="the agent to echo the message")
 
+    # The daemon reports the running session's heartbeats (every second here).
+    wait_until(
+        lambda: LocalSession.objects.filter(pk=session_id, last_heartbeat_at__isnull=False).exists(),
+        10,
+        message="a session heartbeat",
+    )
+
     cancelled = send_command(server, token, thread_id, session_id, "cancel")
     assert cancelled["status"] == "completed"
     wait_until(lambda: process_state(pid) is None, 10, message="the agent to end")
