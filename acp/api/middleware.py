@@ -2,30 +2,76 @@
 
 import json
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 from acp.api.errors import error_json_response, is_api_path
 
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-class RequestGuardMiddleware:
-    """Refuse oversized bodies (413) and NUL characters in the path (404) or query string (400)."""
+class HybridMiddleware:
+    """Middleware that runs in the server's own mode. Under ASGI a sync-only middleware would park every
+    request on a thread until the (async) view returns: a long-poll would hold a thread while it waits.
+
+    Subclasses implement `before(request)` (a response to answer early, or None) and `after(request, response)`.
+    """
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self._is_async = iscoroutinefunction(get_response)
+        if self._is_async:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if self._is_async:
+            return self._acall(request)
+        early = self.before(request)
+        if early is not None:
+            return early
+        return self.after(request, self.get_response(request))
+
+    async def _acall(self, request):
+        early = self.before(request)
+        if early is not None:
+            return early
+        return self.after(request, await self.get_response(request))
+
+    def before(self, request):
+        return None
+
+    def after(self, request, response):
+        return response
+
+
+class StaticFilesMiddleware(HybridMiddleware, WhiteNoiseMiddleware):
+    """WhiteNoise (admin and Swagger UI assets), without its sync-only call path."""
+
+    def __init__(self, get_response):
+        WhiteNoiseMiddleware.__init__(self, get_response)
+        HybridMiddleware.__init__(self, get_response)
+
+    def before(self, request):
+        static_file = self.find_file(request.path_info) if self.autorefresh else self.files.get(request.path_info)
+        return self.serve(static_file, request) if static_file is not None else None
+
+
+class RequestGuardMiddleware(HybridMiddleware):
+    """Refuse oversized bodies (413) and NUL characters in the path (404) or query string (400)."""
+
+    def before(self, request):
         if "\x00" in request.path:
             return error_json_response(404, "Not found.", "not_found")
         if any("\x00" in key or "\x00" in value for key, values in request.GET.lists() for value in values):
             return error_json_response(400, "NUL characters are not allowed in the query string.", "invalid_request")
         if request.method in BODY_METHODS:
-            refusal = self._check_body(request)
-            if refusal is not None:
-                return refusal
-        return self.get_response(request)
+            return self._check_body(request)
+        return None
 
     def _check_body(self, request):
         limit = settings.ACP_MAX_BODY_BYTES
@@ -47,14 +93,10 @@ class RequestGuardMiddleware:
         return None
 
 
-class ApiNotFoundMiddleware:
+class ApiNotFoundMiddleware(HybridMiddleware):
     """Give unmatched API URLs (bad UUIDs included) the JSON error shape instead of an HTML page."""
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        response = self.get_response(request)
+    def after(self, request, response):
         if response.status_code in (404, 405) and is_api_path(request.path) and not _is_json(response):
             if response.status_code == 404:
                 return error_json_response(404, "Not found.", "not_found")

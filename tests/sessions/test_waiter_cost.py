@@ -1,0 +1,86 @@
+"""What a waiting long-poll costs the server: no database connection of its own, at most one idle thread.
+
+The thread is Django's, not ours: its ASGI handler gives every in-flight request a thread-sensitive executor
+(the request_started receivers run there), kept until the request ends. The README says so; this test pins
+that nothing multiplies it (a sync-only middleware would add a blocked thread per request).
+"""
+
+import asyncio
+import importlib
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from acp.models import Device
+from tests.conftest import make_token, make_user
+
+WAITERS = 300
+
+
+def test_every_middleware_can_run_async():
+    """One sync-only middleware would park each async request on a thread for as long as it waits."""
+    for dotted in settings.MIDDLEWARE:
+        module, name = dotted.rsplit(".", 1)
+        middleware = getattr(importlib.import_module(module), name)
+        assert getattr(middleware, "async_capable", False), f"{dotted} is sync-only"
+
+
+def server_threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads: line")
+
+
+def server_connections(application_name: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [application_name])
+        return cursor.fetchone()[0]
+
+
+async def hold_long_polls(url: str, token: str, count: int, wait: int) -> list[int]:
+    limits = httpx.Limits(max_connections=count + 10)
+    async with httpx.AsyncClient(limits=limits, timeout=wait + 30) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        responses = await asyncio.gather(
+            *(client.get(url, params={"wait": wait}, headers=headers) for _ in range(count))
+        )
+    return [response.status_code for response in responses]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_waiters_hold_no_database_connection_and_at_most_one_idle_thread(processes):
+    user = make_user("waiter")
+    device = Device.objects.create(user=user, name="d", last_seen_at=timezone.now())
+    token = make_token(user)
+    server = processes.start_server("acp-waiter-cost")
+    idle_threads = server_threads(server.popen.pid)
+    url = f"{server.url}/api/v1/machines/{device.pk}/launches"
+
+    loop = asyncio.new_event_loop()
+    try:
+        polls = loop.create_task(hold_long_polls(url, token, WAITERS, wait=30))
+        loop.run_until_complete(asyncio.sleep(12))  # time for every poll to be taken in and checked once
+        assert server_connections("acp-listener") >= 1, "the waiters never subscribed"
+        # Then only the listener's connection remains.
+        connections_while_waiting = None
+        for _ in range(100):
+            loop.run_until_complete(asyncio.sleep(0.1))
+            connections_while_waiting = server_connections("acp-waiter-cost")
+            if connections_while_waiting <= 3:
+                break
+        assert not polls.done()
+        threads_while_waiting = server_threads(server.popen.pid)
+        statuses = loop.run_until_complete(polls)
+    finally:
+        loop.close()
+
+    assert statuses == [200] * WAITERS
+    print(f"{WAITERS} waiters: {idle_threads} threads idle, {threads_while_waiting} while waiting")
+    assert threads_while_waiting <= idle_threads + WAITERS + 20, (idle_threads, threads_while_waiting)
+    # The listener's connection, and none held by the waiters themselves.
+    assert connections_while_waiting <= 3, connections_while_waiting
