@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 
 from acp import services
+from acp.admin_json import pretty_json_field
 from acp.models import ApiToken, Device, Environment, Project, User
 
 admin.site.register(User, UserAdmin)
@@ -29,7 +30,9 @@ class EnvironmentAdmin(OwnedAdmin):
 class DeviceAdmin(OwnedAdmin):
     list_display = ["name", "user", "status", "platform", "hostname", "daemon_version", "last_seen_at"]
     search_fields = [*OwnedAdmin.search_fields, "hostname"]
-    readonly_fields = [*OwnedAdmin.readonly_fields, "last_seen_at", "status"]
+    readonly_fields = [*OwnedAdmin.readonly_fields, "last_seen_at", "status", "capabilities_pretty"]
+    exclude = ["capabilities"]
+    capabilities_pretty = pretty_json_field("capabilities")
 
     @admin.display(description="status")
     def status(self, obj):

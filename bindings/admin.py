@@ -1,4 +1,3 @@
-import json
 import uuid
 
 from django.contrib import admin, messages
@@ -7,23 +6,13 @@ from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
 from django.utils.html import format_html
 
+from acp.admin_json import pretty_json_field
 from acp.admin_permissions import CancelActionPermissionMixin
 from bindings import services
 from bindings.choices import SyncSessionStatus
 from bindings.models import SyncSession, WorkspaceBinding
 
 INLINE_SESSIONS = 20
-PRETTY_JSON_MAX_CHARS = 200_000
-
-
-def pretty_json(value) -> str:
-    """A JSON document as indented, escaped HTML; very large documents are cut (the API returns them whole)."""
-    if value is None:
-        return "—"
-    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
-    if len(text) > PRETTY_JSON_MAX_CHARS:
-        text = text[:PRETTY_JSON_MAX_CHARS] + f"\n… ({len(text) - PRETTY_JSON_MAX_CHARS} more characters)"
-    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
 
 
 class RecentSessionsFormSet(BaseInlineFormSet):
@@ -143,21 +132,10 @@ class SyncSessionAdmin(CancelActionPermissionMixin, admin.ModelAdmin):
         signature = obj.plan_signature
         return signature if len(signature) <= 40 else signature[:39] + "…"
 
-    @admin.display(description="plan")
-    def plan_pretty(self, obj):
-        return pretty_json(obj.plan)
-
-    @admin.display(description="metadata")
-    def metadata_pretty(self, obj):
-        return pretty_json(obj.metadata)
-
-    @admin.display(description="preview")
-    def preview_pretty(self, obj):
-        return pretty_json(obj.preview)
-
-    @admin.display(description="result")
-    def result_pretty(self, obj):
-        return pretty_json(obj.result)
+    plan_pretty = pretty_json_field("plan")
+    metadata_pretty = pretty_json_field("metadata")
+    preview_pretty = pretty_json_field("preview")
+    result_pretty = pretty_json_field("result")
 
     @admin.action(description="Cancel selected prepared sessions", permissions=["cancel"])
     def cancel_prepared_sessions(self, request, queryset):

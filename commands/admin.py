@@ -1,42 +1,21 @@
 """Support staff's view of threads, local sessions and control commands; status changes go through services."""
 
-import json
-
 from django.contrib import admin, messages
-from django.utils.html import format_html
 
+from acp.admin_json import pretty_json_field
 from acp.admin_permissions import CancelActionPermissionMixin
 from commands import services
 from commands.choices import SESSION_TERMINAL_STATES, SessionStatus
 from commands.models import ControlCommand, IdempotencyKey, LocalSession, Thread
 
 
-def pretty_json(value) -> str:
-    if value is None:
-        return "—"
-    return format_html(
-        '<pre style="white-space: pre-wrap; margin: 0">{}</pre>', json.dumps(value, indent=2, sort_keys=True)
-    )
-
-
 class PrettyJsonMixin:
     """Read-only, indented renderings of the JSON fields (the raw fields are excluded from forms)."""
 
-    @admin.display(description="metadata")
-    def metadata_pretty(self, obj):
-        return pretty_json(obj.metadata)
-
-    @admin.display(description="payload")
-    def payload_pretty(self, obj):
-        return pretty_json(obj.payload)
-
-    @admin.display(description="result")
-    def result_pretty(self, obj):
-        return pretty_json(obj.result)
-
-    @admin.display(description="response body")
-    def response_body_pretty(self, obj):
-        return pretty_json(obj.response_body)
+    metadata_pretty = pretty_json_field("metadata")
+    payload_pretty = pretty_json_field("payload")
+    result_pretty = pretty_json_field("result")
+    response_body_pretty = pretty_json_field("response_body")
 
 
 @admin.register(Thread)

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
 from acp.admin import OwnedAdmin
+from acp.admin_json import pretty_json_field
 from sessions import services
 from sessions.models import Launch, Workspace
 
@@ -20,14 +21,17 @@ class LaunchAdmin(admin.ModelAdmin):
     search_fields = ["=id", "=workspace__id", "=machine__id", "=thread__id", "user__username", "user__email"]
     date_hierarchy = "created_at"
     actions = ["mark_timed_out"]
+    session_settings_pretty = pretty_json_field("session_settings")
+    metadata_pretty = pretty_json_field("metadata")
+    ack_payload_pretty = pretty_json_field("ack_payload")
     # Support reads launches; only the handshake (and the action below) changes them.
     readonly_fields = [
         "initial_prompt",
         "worktree_name",
-        "session_settings",
+        "session_settings_pretty",
         "resume_session_id",
         "agent_session_id",
-        "metadata",
+        "metadata_pretty",
         "id",
         "user",
         "workspace",
@@ -36,7 +40,7 @@ class LaunchAdmin(admin.ModelAdmin):
         "status",
         "error_code",
         "ack_status",
-        "ack_payload",
+        "ack_payload_pretty",
         "thread",
         "local_session",
         "expires_at",
@@ -54,10 +58,10 @@ class LaunchAdmin(admin.ModelAdmin):
                     "user_session",
                     "initial_prompt",
                     "worktree_name",
-                    "session_settings",
+                    "session_settings_pretty",
                     "resume_session_id",
                     "agent_session_id",
-                    "metadata",
+                    "metadata_pretty",
                 ]
             },
         ),
@@ -66,7 +70,7 @@ class LaunchAdmin(admin.ModelAdmin):
             {
                 "fields": [
                     "ack_status",
-                    "ack_payload",
+                    "ack_payload_pretty",
                     "thread",
                     "local_session",
                     "expires_at",
