@@ -99,6 +99,9 @@ async def closed_loop(spec: dict, make_step) -> dict:
 
     async def worker(index: int):
         step = make_step(index, recorder)
+        # Connect one client at a time: a burst of connects is accepted whole by the first worker to wake up
+        # (asyncio accepts up to the backlog per wake-up), and keep-alive would pin the whole load on it.
+        await asyncio.sleep(index * spec.get("stagger_s", 0.03))
         for k in range(spec["max_per_client"]):
             if time.perf_counter() >= t_end:
                 return

@@ -200,6 +200,7 @@ class Bench:
         processes = [common.start_child("loadgen.py", part) for part in specs]
         time.sleep(spec["warmup"])
         meter.start()
+        connections = list(common.connections_per_process(server.port, server.worker_pids()).values())
         time.sleep(spec["duration"])
         cpu = meter.stop()
         timeout = spec["warmup"] + spec["duration"] + 120
@@ -212,6 +213,7 @@ class Bench:
             "notes": {},
             "generator_cpu_cores": [round(part["generator_cpu_s"] / spec["duration"], 2) for part in parts],
             "cpu": cpu,
+            "connections_per_worker": connections,
         }
         for part in parts:
             for key in ("statuses", "notes"):
@@ -371,7 +373,7 @@ class Bench:
                     "stop_file": str(stop_file),
                     "status_file": str(status_file),
                     "max_seconds": ramp + 3 * (self.warmup + self.duration) + 180,
-                    "request_timeout": 90.0,
+                    "request_timeout": max(90.0, wait + 60),
                 },
             )
             common.at_exit(lambda: shutil.rmtree(tmp, ignore_errors=True))
@@ -473,6 +475,8 @@ def _cpu_note(r: dict, cpu: dict) -> str:
         r["postgres_cpu_ms_per_request"] = round(1000 * cpu["postgres_cpu_s"] / r["requests"], 2)
         parts.append(f"postgres {cpu['postgres_cores']} cores")
     parts.append(f"generator {'+'.join(str(g) for g in r.get('generator_cpu_cores', []))} cores")
+    if r.get("connections_per_worker"):
+        parts.append(f"connections/worker {'/'.join(str(c) for c in r['connections_per_worker'])}")
     parts.append(f"machine busy {cpu.get('machine_busy_fraction')}")
     return ", ".join(parts)
 
