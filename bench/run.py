@@ -236,6 +236,8 @@ class Bench:
             "warmup": self.warmup,
             "duration": self.duration,
             "max_per_client": 1_000_000,
+            # A request still unanswered well after the window (a starved server) need not hold the run up.
+            "request_timeout": self.warmup + self.duration + 10,
             **extra,
         }
 
