@@ -276,6 +276,14 @@ class Bench:
         for sample in r.get("error_samples", [])[:3]:
             print(f"    error: {sample}", flush=True)
 
+    def warm(self, server: Server) -> None:
+        """Unmeasured load first: each worker's lazy imports and its connection pool's growth are not a scenario's."""
+        log(f"warm-up: {self.warmup:g}s of prepares and GETs, not measured")
+        spec = self.prepare_spec(server, hot=False)
+        self.generators(server, {**spec, "warmup": self.warmup, "duration": 1.0})
+        spec = self.http_spec(server, "get", path=f"/v1/projects/{self.data['project_id']}")
+        self.generators(server, {**spec, "warmup": 1.0, "duration": 1.0})
+
     # -- 1, 4
     def run_prepare(self, server: Server, name: str, hot: bool) -> dict:
         log(f"{name}: {self.args.clients} clients, {self.warmup:g}s warm-up + {self.duration:g}s")
@@ -358,6 +366,7 @@ class Bench:
         env = {"ACP_LONG_POLL_MAX_WAIT": str(wait)} if wait > 30 else {}
         server = Server(self.pg.url, workers=1, env=env).start()
         try:
+            self.warm(server)
             without = self.generators(server, self.prepare_spec(server, hot=False))
             without_row = self.record("prepare-spread 1 worker", without, window=self.duration)
             log(f"idle-polls: opening {count} long-polls (wait={wait:g}, one device token each) over {ramp:.0f}s")
@@ -684,6 +693,7 @@ def main() -> int:
     if needs_server:
         log(f"server: gunicorn with {args.workers} uvicorn workers")
         server = Server(bench.pg.url, workers=args.workers).start()
+        bench.warm(server)
     r = bench.results["scenarios"]
     if "prepare-spread" in chosen:
         bench.run_prepare(server, "prepare-spread", hot=False)
