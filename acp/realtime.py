@@ -234,7 +234,8 @@ async def wait_for(poll: LongPoll) -> Any:
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + poll.timeout
-    subscription = await sync_to_async(subscribe)(poll.key)
+    release_request_thread()
+    subscription = await sync_to_async(subscribe, thread_sensitive=False)(poll.key)
     try:
         while True:
             result = await sync_to_async(_run_released, thread_sensitive=False)(poll.check)
@@ -246,6 +247,23 @@ async def wait_for(poll: LongPoll) -> Any:
             await subscription.wait(min(remaining, recheck_interval()))
     finally:
         subscription.close()
+
+
+def release_request_thread() -> None:
+    """Let the current request's worker thread end, so a waiting request holds no thread.
+
+    Django's ASGI handler gives each request a one-thread executor (asgiref's ThreadSensitiveContext) and keeps
+    it until the request ends: a long-poll would park that thread idle for its whole wait, and 5,000 waiters
+    would mean 5,000 threads. Shutting it down here is safe because nothing of the request runs on it while it
+    waits; the next thread-sensitive call of the request (its response's close) starts a fresh one. Everything
+    `wait_for` runs meanwhile goes to the event loop's bounded default executor.
+    """
+    from asgiref.sync import SyncToAsync
+
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context is not None else None
+    if executor is not None:
+        executor.shutdown(wait=False)
 
 
 def _run_released(function: Check) -> Any:

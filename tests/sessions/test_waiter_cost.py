@@ -1,8 +1,8 @@
-"""What a waiting long-poll costs the server: no database connection of its own, at most one idle thread.
+"""What a waiting long-poll costs the server: no database connection and no thread of its own.
 
-The thread is Django's, not ours: its ASGI handler gives every in-flight request a thread-sensitive executor
-(the request_started receivers run there), kept until the request ends. The README says so; this test pins
-that nothing multiplies it (a sync-only middleware would add a blocked thread per request).
+Django's ASGI handler gives every in-flight request a one-thread executor, kept until the request ends;
+`acp.realtime.release_request_thread` lets it go for the wait. A sync-only middleware would add another
+blocked thread per request, so every middleware must be async-capable.
 """
 
 import asyncio
@@ -53,7 +53,7 @@ async def hold_long_polls(url: str, token: str, count: int, wait: int) -> list[i
 
 
 @pytest.mark.django_db(transaction=True)
-def test_waiters_hold_no_database_connection_and_at_most_one_idle_thread(processes):
+def test_waiters_hold_no_database_connection_and_no_thread(processes):
     user = make_user("waiter")
     device = Device.objects.create(user=user, name="d", last_seen_at=timezone.now())
     token = make_token(user)
@@ -81,6 +81,7 @@ def test_waiters_hold_no_database_connection_and_at_most_one_idle_thread(process
 
     assert statuses == [200] * WAITERS
     print(f"{WAITERS} waiters: {idle_threads} threads idle, {threads_while_waiting} while waiting")
-    assert threads_while_waiting <= idle_threads + WAITERS + 20, (idle_threads, threads_while_waiting)
+    # The event loop's default executor (at most 32 threads) does the checks; no thread is left per waiter.
+    assert threads_while_waiting <= idle_threads + 32, (idle_threads, threads_while_waiting)
     # The listener's connection, and none held by the waiters themselves.
     assert connections_while_waiting <= 3, connections_while_waiting
