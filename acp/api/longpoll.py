@@ -23,6 +23,7 @@ def long_poll_view(drf_view):
         poll = getattr(response, "long_poll", None)
         if poll is None:
             return response
+        del response  # the DRF view's request, view and renderer context need not live through the wait
         status_code, data = await wait_for(poll)
         return JsonResponse(data, status=status_code, safe=False, encoder=JSONEncoder)
 
