@@ -3,7 +3,7 @@
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from acp.models import ApiToken
+from acp.selectors import token_by_hash
 from acp.services import TOKEN_PREFIX, token_hash, token_touch
 
 INVALID_TOKEN = "Invalid, expired or revoked token."
@@ -32,7 +32,7 @@ def authenticate_raw_token(raw: str):
     """Return (user, token) for a usable token, else raise AuthenticationFailed."""
     if not raw.startswith(TOKEN_PREFIX):
         raise exceptions.AuthenticationFailed(INVALID_TOKEN)
-    token = ApiToken.objects.select_related("user", "device").filter(key_hash=token_hash(raw)).first()
+    token = token_by_hash(token_hash(raw))
     now = timezone.now()
     if token is None or not token.is_usable(now) or not token.user.is_active:
         raise exceptions.AuthenticationFailed(INVALID_TOKEN)

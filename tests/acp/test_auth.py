@@ -5,9 +5,10 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from acp.models import ApiToken
-from acp.services import token_create, token_revoke
-from tests.conftest import make_client, make_token
+from acp.models import ApiToken, Device
+from acp.selectors import token_by_hash
+from acp.services import token_create, token_hash, token_revoke
+from tests.conftest import make_client, make_token, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -128,3 +129,28 @@ def test_create_token_command_refuses_another_users_device(user, other_device):
 
     with pytest.raises(CommandError):
         call_command("create_token", user.username, "--device", str(other_device.id))
+
+
+def _field_values(instance):
+    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("with_device", [False, True])
+def test_token_by_hash_reads_what_the_orm_reads(with_device):
+    """The hand-built join of the authentication hot path gives the same token, user and device as the ORM."""
+    user = make_user(first_name="Ada")
+    device = Device.objects.create(user=user, name="laptop", capabilities={"pty": True}) if with_device else None
+    raw = make_token(user, device=device, expires_in=timedelta(days=1))
+    expected = ApiToken.objects.select_related("user", "device").get(key_hash=token_hash(raw))
+
+    token = token_by_hash(token_hash(raw))
+
+    assert _field_values(token) == _field_values(expected)
+    assert _field_values(token.user) == _field_values(expected.user)
+    if with_device:
+        assert _field_values(token.device) == _field_values(expected.device)
+        assert token.device.capabilities == {"pty": True}
+    else:
+        assert token.device is None
+    assert token_by_hash(token_hash(raw + "x")) is None
