@@ -3,10 +3,14 @@
 import gc
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "acp.settings")
-application = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
+
+from acp.request_threads import PooledThreadsASGIHandler  # noqa: E402 - needs the apps loaded
+
+application = PooledThreadsASGIHandler()
 
 
 def tune_garbage_collector() -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 from django.db import connection, connections
 
+from acp.request_threads import released_request_thread
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "acp_events"
@@ -229,41 +231,27 @@ class LongPoll:
 
 
 async def wait_for(poll: LongPoll) -> Any:
-    """Run `poll` to its end: the first non-None `check()`, or `on_timeout()` after `poll.timeout`."""
+    """Run `poll` to its end: the first non-None `check()`, or `on_timeout()` after `poll.timeout`.
+
+    The request's thread goes back to the pool meanwhile; the checks run on the event loop's default executor.
+    """
     from asgiref.sync import sync_to_async
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + poll.timeout
-    release_request_thread()
-    subscription = await sync_to_async(subscribe, thread_sensitive=False)(poll.key)
-    try:
-        while True:
-            result = await sync_to_async(_run_released, thread_sensitive=False)(poll.check)
-            if result is not None:
-                return result
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return await sync_to_async(_run_released, thread_sensitive=False)(poll.on_timeout)
-            await subscription.wait(min(remaining, recheck_interval()))
-    finally:
-        subscription.close()
-
-
-def release_request_thread() -> None:
-    """Let the current request's worker thread end, so a waiting request holds no thread.
-
-    Django's ASGI handler gives each request a one-thread executor (asgiref's ThreadSensitiveContext) and keeps
-    it until the request ends: a long-poll would park that thread idle for its whole wait, and 5,000 waiters
-    would mean 5,000 threads. Shutting it down here is safe because nothing of the request runs on it while it
-    waits; the next thread-sensitive call of the request (its response's close) starts a fresh one. Everything
-    `wait_for` runs meanwhile goes to the event loop's bounded default executor.
-    """
-    from asgiref.sync import SyncToAsync
-
-    context = SyncToAsync.thread_sensitive_context.get(None)
-    executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context is not None else None
-    if executor is not None:
-        executor.shutdown(wait=False)
+    async with released_request_thread():
+        subscription = await sync_to_async(subscribe, thread_sensitive=False)(poll.key)
+        try:
+            while True:
+                result = await sync_to_async(_run_released, thread_sensitive=False)(poll.check)
+                if result is not None:
+                    return result
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return await sync_to_async(_run_released, thread_sensitive=False)(poll.on_timeout)
+                await subscription.wait(min(remaining, recheck_interval()))
+        finally:
+            subscription.close()
 
 
 def _run_released(function: Check) -> Any:

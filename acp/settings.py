@@ -62,14 +62,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "acp.api.middleware.RequestGuardMiddleware",
-    "django.middleware.security.SecurityMiddleware",
+    # Django's own middleware, with hooks that run in the event loop under ASGI (acp.api.middleware.InlineHooks).
+    "acp.api.middleware.InlineSecurityMiddleware",
     "acp.api.middleware.StaticFilesMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "acp.api.middleware.InlineSessionMiddleware",
+    "acp.api.middleware.InlineCommonMiddleware",
+    "acp.api.middleware.InlineCsrfViewMiddleware",
+    "acp.api.middleware.InlineAuthenticationMiddleware",
+    "acp.api.middleware.InlineMessageMiddleware",
+    "acp.api.middleware.InlineXFrameOptionsMiddleware",
     "acp.api.middleware.ApiNotFoundMiddleware",
 ]
 
@@ -167,6 +168,8 @@ ACP_LAUNCH_ACK_TIMEOUT = env_float("ACP_LAUNCH_ACK_TIMEOUT", 10.0)  # seconds
 ACP_COMMAND_TTL = os.environ.get("ACP_COMMAND_TTL", "1h")  # a duration: 30s, 15m, 2h, 30d
 ACP_RETENTION_DAYS = env_int("ACP_RETENTION_DAYS", 30)
 ACP_LONG_POLL_MAX_WAIT = env_float("ACP_LONG_POLL_MAX_WAIT", 30.0)
+# Threads per server process for requests' synchronous code under ASGI (acp/request_threads.py).
+ACP_REQUEST_THREADS = env_int("ACP_REQUEST_THREADS", 4)
 ACP_TOKEN_TOUCH_INTERVAL = env_int("ACP_TOKEN_TOUCH_INTERVAL", 60)  # seconds between lastUsedAt writes
 
 # The body limit is enforced by RequestGuardMiddleware with a JSON 413; Django's own check agrees.

@@ -1,0 +1,104 @@
+"""The pool that lends requests their thread under ASGI (acp/request_threads.py)."""
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
+
+from acp import request_threads
+from acp.request_threads import RequestThreadPool, released_request_thread
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_lends_each_executor_to_one_request_at_a_time_and_queues_the_rest_in_order():
+    async def scenario():
+        pool = RequestThreadPool(2)
+        first, second = await pool.lend(), await pool.lend()
+        assert first is not second
+        third = asyncio.create_task(pool.lend())
+        fourth = asyncio.create_task(pool.lend())
+        await asyncio.sleep(0)
+        assert not third.done() and not fourth.done()
+        pool.give_back(second)
+        assert await third is second
+        assert not fourth.done()
+        pool.give_back(first)
+        assert await fourth is first
+
+    run(scenario())
+
+
+def test_a_request_cancelled_while_queued_leaves_the_queue_and_loses_nothing():
+    async def scenario():
+        pool = RequestThreadPool(1)
+        only = await pool.lend()
+        cancelled = asyncio.create_task(pool.lend())
+        waiting = asyncio.create_task(pool.lend())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        pool.give_back(only)
+        assert await waiting is only
+
+    run(scenario())
+
+
+def test_an_executor_not_of_the_pool_is_shut_down_not_kept():
+    async def scenario():
+        pool = RequestThreadPool(1)
+        stranger = ThreadPoolExecutor(max_workers=1)
+        pool.give_back(stranger)
+        with pytest.raises(RuntimeError):
+            stranger.submit(print)
+        assert await pool.lend() is not stranger
+
+    run(scenario())
+
+
+def test_a_waiting_request_lends_its_thread_to_another_and_gets_one_back(settings):
+    """With a single thread: while the first request waits, a second one runs to its end on that thread."""
+    settings.ACP_REQUEST_THREADS = 1
+
+    def thread_name():
+        return threading.current_thread().name
+
+    async def first_request(pool, waiting: asyncio.Event, resume: asyncio.Event) -> list[str]:
+        async with ThreadSensitiveContext() as context:
+            SyncToAsync.context_to_thread_executor[context] = await pool.lend()
+            names = [await sync_to_async(thread_name)()]
+            async with released_request_thread():
+                waiting.set()
+                await resume.wait()
+            names.append(await sync_to_async(thread_name)())  # on a thread borrowed again
+            pool.give_back(SyncToAsync.context_to_thread_executor.pop(context))
+            return names
+
+    async def second_request(pool) -> str:
+        async with ThreadSensitiveContext() as context:
+            SyncToAsync.context_to_thread_executor[context] = await pool.lend()
+            name = await sync_to_async(thread_name)()
+            pool.give_back(SyncToAsync.context_to_thread_executor.pop(context))
+            return name
+
+    async def scenario():
+        pool = request_threads.request_thread_pool()
+        waiting, resume = asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(first_request(pool, waiting, resume))
+        await asyncio.wait_for(waiting.wait(), 5)
+        second_thread = await asyncio.wait_for(second_request(pool), 5)  # not starved by the waiting one
+        resume.set()
+        return await asyncio.wait_for(first, 5), second_thread
+
+    request_threads._pool = None
+    try:
+        first_threads, second_thread = run(scenario())
+    finally:
+        request_threads._pool = None
+    assert first_threads == [second_thread, second_thread]
+    assert second_thread.startswith("acp-request")
