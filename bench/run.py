@@ -10,6 +10,7 @@ on 127.0.0.1, creates its data through the ORM, drives the server with an asynci
   control          control command create → the daemon's long-poll wakes → ack (wake-up latency)
   db-floor         the prepare's SQL (as captured from a real prepare) replayed with psycopg from N threads
   idle-polls       on a separate single-worker server: prepare-spread without, then with 5,000 idle long-polls
+                   held open (opened over 100 s, wait=300 so none returns during the window)
 
 Writes everything to bench/results/<timestamp>.json. Everything stops at exit, also on failure.
 """
@@ -56,10 +57,13 @@ def parse_args():
     parser.add_argument(
         "--idle-wait",
         type=float,
-        default=30.0,
-        help="their wait= (30); above 30 the idle-polls server gets ACP_LONG_POLL_MAX_WAIT raised to match",
+        default=300.0,
+        help=(
+            "their wait= (300: held open through the measured window); above 30 the idle-polls server gets "
+            "ACP_LONG_POLL_MAX_WAIT raised to match. 30 = daemons re-polling every 30 s (5,000 → 167 arrivals/s)"
+        ),
     )
-    parser.add_argument("--idle-ramp", type=float, default=30.0, help="seconds over which they are opened (30)")
+    parser.add_argument("--idle-ramp", type=float, default=100.0, help="seconds over which they are opened (100)")
     parser.add_argument(
         "--profile", action="store_true", help="afterwards, profile the main server's workers with py-spy under prepare"
     )
@@ -370,6 +374,8 @@ class Bench:
             without = self.generators(server, self.prepare_spec(server, hot=False))
             without_row = self.record("prepare-spread 1 worker", without, window=self.duration)
             log(f"idle-polls: opening {count} long-polls (wait={wait:g}, one device token each) over {ramp:.0f}s")
+            worker = server.worker_pids()[0]
+            cpu_before_ramp = common.cpu_seconds([worker])
             tmp = Path(tempfile.mkdtemp(prefix="acp-bench-hold."))
             stop_file, status_file = tmp / "stop", tmp / "status"
             holder = common.start_child(
@@ -390,9 +396,11 @@ class Bench:
             common.at_exit(lambda: shutil.rmtree(tmp, ignore_errors=True))
             common.at_exit(lambda: stop_file.touch() if tmp.exists() else None)
             time.sleep(ramp)
-            worker = server.worker_pids()[0]
             settled = settle(worker, max_seconds=60 if wait > 30 else 5)
             before = read_status(status_file)
+            taken_in = before.get("sent", 0)
+            # The worker's CPU from the first poll to the settled state, per poll: what taking one in costs.
+            arrival_ms = 1000 * (common.cpu_seconds([worker]) - cpu_before_ramp) / max(1, taken_in)
             rss_before = common.rss_mb(worker)
             threads_before = common.thread_count(worker)
             log(f"idle-polls: holder {before}; worker RSS {rss_before:.0f} MB, {threads_before} threads")
@@ -408,6 +416,7 @@ class Bench:
                 "holder_before": before,
                 "holder_after": after,
                 "holder_final": held,
+                "server_cpu_ms_per_poll_taken_in": round(arrival_ms, 2),
                 "worker_rss_mb": round(rss_before, 1),
                 "worker_threads": threads_before,
                 "poll_reissues_per_s_in_window": round(
@@ -423,7 +432,8 @@ class Bench:
             with_row = self.record("prepare-spread +idle polls", with_polls, window=self.duration, extra=extra)
             print(
                 f"    {before.get('in_flight')} of {count} idle long-polls in flight (client side) before, "
-                f"{after.get('in_flight')} after; the worker held {threads_before} threads, {rss_before:.0f} MB RSS; "
+                f"{after.get('in_flight')} after; taking one in cost the worker {arrival_ms:.1f} ms CPU; "
+                f"it held {threads_before} threads, {rss_before:.0f} MB RSS; "
                 f"polls answered and re-issued {extra['poll_reissues_per_s_in_window']}/s"
                 + (
                     f" (≤ {extra['server_cpu_ms_per_poll_at_most']} ms server CPU each)"
