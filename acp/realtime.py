@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, connections
 
 from acp.request_threads import released_request_thread
@@ -26,12 +27,6 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "acp_events"
 SQLITE_POLL_INTERVAL = 0.25  # seconds between re-checks where there is no NOTIFY
-# A last resort on PostgreSQL, for a wake-up lost some other way: the listener already wakes every waiter when
-# its connection drops and when it is back, and every waiter answers by its deadline (at most
-# ACP_LONG_POLL_MAX_WAIT, 30 s by default; the daemon's next poll checks first), so waits of the default
-# length never re-check on a timer. A re-check costs a thread hop and a query: 5,000 idle daemons re-checking
-# every 10 s kept one server process busy.
-SAFETY_RECHECK_INTERVAL = 60.0
 
 
 def notify(key: str) -> None:
@@ -210,7 +205,12 @@ def subscribe(key: str) -> Subscription:
 def recheck_interval() -> float:
     if connection.vendor != "postgresql" or not _listener.is_listening:
         return SQLITE_POLL_INTERVAL
-    return SAFETY_RECHECK_INTERVAL
+    # A last resort on PostgreSQL, for a wake-up lost some other way: the listener already wakes every waiter when
+    # its connection drops and when it is back, and every waiter answers by its deadline (at most
+    # ACP_LONG_POLL_MAX_WAIT, 30 s by default; the daemon's next poll checks first), so waits of the default
+    # length never re-check on a timer. A re-check costs a thread hop, a pooled connection and a query: 5,000
+    # daemons waiting 300 s and re-checking every 60 s cost a worker ~30 % of its CPU (bench/run.py idle-polls).
+    return settings.ACP_LONG_POLL_RECHECK
 
 
 Check = Callable[[], Any]

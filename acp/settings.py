@@ -168,6 +168,8 @@ ACP_LAUNCH_ACK_TIMEOUT = env_float("ACP_LAUNCH_ACK_TIMEOUT", 10.0)  # seconds
 ACP_COMMAND_TTL = os.environ.get("ACP_COMMAND_TTL", "1h")  # a duration: 30s, 15m, 2h, 30d
 ACP_RETENTION_DAYS = env_int("ACP_RETENTION_DAYS", 30)
 ACP_LONG_POLL_MAX_WAIT = env_float("ACP_LONG_POLL_MAX_WAIT", 30.0)
+# Seconds between a waiter's re-checks of the database when no notification came (a last resort; acp/realtime.py).
+ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)
 # Threads per server process for requests' synchronous code under ASGI (acp/request_threads.py).
 ACP_REQUEST_THREADS = env_int("ACP_REQUEST_THREADS", 4)
 ACP_TOKEN_TOUCH_INTERVAL = env_int("ACP_TOKEN_TOUCH_INTERVAL", 60)  # seconds between lastUsedAt writes

@@ -10,7 +10,8 @@ on 127.0.0.1, creates its data through the ORM, drives the server with an asynci
   control          control command create → the daemon's long-poll wakes → ack (wake-up latency)
   db-floor         the prepare's SQL (as captured from a real prepare) replayed with psycopg from N threads
   idle-polls       on a separate single-worker server: prepare-spread without, then with 5,000 idle long-polls
-                   held open (opened over 100 s, wait=300 so none returns during the window)
+                   held open (opened over 100 s, wait=300 so none returns during the window, and no
+                   timer re-check, as with the default wait cap of 30 s)
 
 Writes everything to bench/results/<timestamp>.json. Everything stops at exit, also on failure.
 """
@@ -64,6 +65,12 @@ def parse_args():
         ),
     )
     parser.add_argument("--idle-ramp", type=float, default=100.0, help="seconds over which they are opened (100)")
+    parser.add_argument(
+        "--idle-recheck",
+        type=float,
+        default=None,
+        help="the idle-polls server's ACP_LONG_POLL_RECHECK (default: the wait, i.e. no timer re-check, as at wait≤30)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="afterwards, profile the main server's workers with py-spy under prepare"
     )
@@ -367,7 +374,13 @@ class Bench:
         count = len(self.data["idle_polls"])
         log("idle-polls: a separate single-worker server (one process) for prepare-spread without/with idle polls")
         wait, ramp = self.args.idle_wait, self.args.idle_ramp
-        env = {"ACP_LONG_POLL_MAX_WAIT": str(wait)} if wait > 30 else {}
+        # Waits within the default cap (30 s) never re-check on the timer (ACP_LONG_POLL_RECHECK, 60 s); a longer
+        # wait, there only to keep the polls open through the window, keeps it that way unless --idle-recheck says.
+        recheck = self.args.idle_recheck if self.args.idle_recheck is not None else max(60.0, wait)
+        env = {"ACP_LONG_POLL_RECHECK": str(recheck)}
+        if wait > 30:
+            env["ACP_LONG_POLL_MAX_WAIT"] = str(wait)
+        log(f"idle-polls: the server's ACP_LONG_POLL_MAX_WAIT={max(30.0, wait):g}, ACP_LONG_POLL_RECHECK={recheck:g}")
         server = Server(self.pg.url, workers=1, env=env).start()
         try:
             self.warm(server)
@@ -411,6 +424,7 @@ class Bench:
             extra = {
                 "idle_polls": count,
                 "idle_wait_s": wait,
+                "idle_recheck_s": recheck,
                 "ramp_s": ramp,
                 "settle_s": settled,
                 "holder_before": before,

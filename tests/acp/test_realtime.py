@@ -1,0 +1,51 @@
+"""Long-poll waiting (acp/realtime.py): the timer re-check, the last resort for a wake-up that never came."""
+
+import asyncio
+import time
+
+import pytest
+
+from acp.realtime import LongPoll, get_listener, wait_for
+
+
+def poll_that_turns_true(after: float, *, timeout: float) -> LongPoll:
+    """A poll whose data 'arrives' `after` seconds from now with no notification at all (a lost wake-up)."""
+    ready_at = time.monotonic() + after
+    return LongPoll(
+        key="test-lost-wakeup",
+        timeout=timeout,
+        check=lambda: "arrived" if time.monotonic() >= ready_at else None,
+        on_timeout=lambda: "timed out",
+    )
+
+
+def timed_wait(poll: LongPoll) -> tuple[str, float]:
+    async def waiting():
+        started = time.monotonic()
+        result = await wait_for(poll)
+        return result, time.monotonic() - started
+
+    return asyncio.run(waiting())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_wake_up_is_caught_by_the_timer_re_check(settings):
+    settings.ACP_LONG_POLL_RECHECK = 0.5
+    get_listener().subscribe("warm-up").close()  # LISTEN in place: the timer is the re-check, not SQLite polling
+    assert get_listener().is_listening
+
+    result, took = timed_wait(poll_that_turns_true(0.2, timeout=10))
+
+    assert result == "arrived"
+    assert 0.4 < took < 3, took
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_no_re_check_before_the_deadline_a_lost_wake_up_is_found_at_the_deadline(settings):
+    settings.ACP_LONG_POLL_RECHECK = 60
+    get_listener().subscribe("warm-up").close()
+
+    result, took = timed_wait(poll_that_turns_true(0.2, timeout=1.5))
+
+    assert result == "arrived"  # the deadline's last check finds it
+    assert 1.4 < took < 4, took
