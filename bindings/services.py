@@ -1,10 +1,12 @@
 """Every write of the bindings app: bindings, and the push/pull session state machine."""
 
+import functools
 from dataclasses import dataclass
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from acp import rawsql
 from bindings.choices import ALLOWED_TRANSITIONS, SyncDirection, SyncSessionStatus
 from bindings.models import ONE_PREPARED_CONSTRAINT, SyncSession, WorkspaceBinding
 
@@ -90,15 +92,7 @@ def sync_session_prepare(
 
 @transaction.atomic
 def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, device_id) -> Prepared:
-    bindings = WorkspaceBinding.objects.filter(pk=binding_id, user=user)
-    if device_id is not None:
-        bindings = bindings.filter(device_id=device_id)
-    # FOR NO KEY UPDATE serialises prepares of one binding without blocking inserts that reference it.
-    binding = (
-        bindings.select_for_update(no_key=True)
-        .only("id", "user_id", "device_id", "environment_id", "project_id")
-        .first()
-    )
+    binding = _lock_binding(binding_id=binding_id, user_id=user.pk, device_id=device_id)
     if binding is None:
         raise BindingNotFound()
 
@@ -110,7 +104,7 @@ def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, dev
             raise SignatureConflict(prepared, "A prepared session with this planSignature has a different plan.")
         return Prepared(session=prepared, created=False)
 
-    session = SyncSession.objects.create(
+    session = SyncSession(
         user_id=binding.user_id,
         workspace_binding_id=binding.pk,
         direction=direction,
@@ -122,7 +116,36 @@ def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, dev
         plan=plan,
         metadata=metadata,
     )
+    rawsql.insert(session)
     return Prepared(session=session, created=True)
+
+
+# The prepare is the API's hottest write, so its three statements are written out (acp/rawsql.py): Django took
+# longer to compile them than PostgreSQL took to run them (bench/run.py --profile).
+
+
+def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
+    """The caller's binding (of `device_id` only, if given), locked until the transaction ends.
+
+    FOR NO KEY UPDATE serialises prepares of one binding without blocking inserts that reference it.
+    """
+    db = rawsql.database()
+    criteria = {"id": binding_id, "user": user_id}
+    if device_id is not None:
+        criteria["device"] = device_id
+    params = [rawsql.db_value(db, WorkspaceBinding, name, value) for name, value in criteria.items()]
+    with db.cursor() as cursor:
+        cursor.execute(_lock_binding_sql(db.vendor, tuple(criteria)), params)
+        row = cursor.fetchone()
+    return rawsql.instances(db, (WorkspaceBinding,), row)[0] if row is not None else None
+
+
+@functools.cache
+def _lock_binding_sql(vendor: str, criteria: tuple[str, ...]) -> str:
+    table = rawsql.quote(WorkspaceBinding._meta.db_table)
+    where = " AND ".join(f"{rawsql.column(WorkspaceBinding, name)} = %s" for name in criteria)
+    lock = " FOR NO KEY UPDATE" if rawsql.database().features.has_select_for_no_key_update else ""
+    return f"SELECT {rawsql.columns(WorkspaceBinding)} FROM {table} WHERE {where}{lock}"
 
 
 _SUPERSEDE_UNLESS_SIGNED = """
@@ -132,7 +155,7 @@ WITH current AS (
     UPDATE {table} AS s SET status = %s, updated_at = %s
     FROM current WHERE s.id = current.id AND s.status = %s AND current.plan_signature <> %s
 )
-SELECT * FROM current
+SELECT {columns} FROM current
 """
 
 
@@ -144,14 +167,19 @@ def _supersede_unless_signed(
     Runs under the binding lock, in a statement that starts after the lock is held, so it sees every prepare
     committed before. On PostgreSQL it is one statement (the prepare's query budget); elsewhere two.
     """
+    db = rawsql.database()
     if single_statement is None:
-        single_statement = connection.vendor == "postgresql"
+        single_statement = db.vendor == "postgresql"
     if single_statement:
         # `s.status` is re-checked if a concurrent cancel held the row: a cancelled session stays cancelled.
-        sql = _SUPERSEDE_UNLESS_SIGNED.format(table=connection.ops.quote_name(SyncSession._meta.db_table))
         prepared, superseded = SyncSessionStatus.PREPARED, SyncSessionStatus.SUPERSEDED
-        params = [binding_id, direction, prepared, superseded, now, prepared, plan_signature]
-        return next(iter(SyncSession.objects.raw(sql, params)), None)
+        with db.cursor() as cursor:
+            cursor.execute(
+                _supersede_unless_signed_sql(db.vendor),
+                [binding_id, direction, prepared, superseded, now, prepared, plan_signature],
+            )
+            row = cursor.fetchone()
+        return rawsql.instances(db, (SyncSession,), row)[0] if row is not None else None
     prepared = SyncSession.objects.filter(
         workspace_binding_id=binding_id, direction=direction, status=SyncSessionStatus.PREPARED
     ).first()
@@ -160,6 +188,12 @@ def _supersede_unless_signed(
             status=SyncSessionStatus.SUPERSEDED, updated_at=now
         )
     return prepared
+
+
+@functools.cache
+def _supersede_unless_signed_sql(vendor: str) -> str:
+    table = rawsql.quote(SyncSession._meta.db_table)
+    return _SUPERSEDE_UNLESS_SIGNED.format(table=table, columns=rawsql.columns(SyncSession))
 
 
 @transaction.atomic
