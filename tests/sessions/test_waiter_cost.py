@@ -1,8 +1,8 @@
 """What a waiting long-poll costs the server: no database connection and no thread of its own.
 
-Django's ASGI handler gives every in-flight request a one-thread executor, kept until the request ends;
-`acp.realtime.release_request_thread` lets it go for the wait. A sync-only middleware would add another
-blocked thread per request, so every middleware must be async-capable.
+Each request borrows a thread from a small pool (acp/request_threads.py) and a long-poll gives it back for the
+wait (`released_request_thread`). A sync-only middleware would add a blocked thread per request, so every
+middleware must be async-capable.
 """
 
 import asyncio
