@@ -5,7 +5,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from acp.models import ApiToken, Device
@@ -72,8 +72,10 @@ def device_heartbeat(*, device: Device, now=None, **fields) -> Device:
     return device
 
 
-def device_touch(*, device_id, now=None) -> None:
-    """Mark a device seen without loading it (daemon long-polls count as heartbeats)."""
+def device_touch(*, devices: QuerySet[Device], device_id, now=None) -> bool:
+    """Mark the device seen if it is one of `devices` (the caller's): one UPDATE, without loading it.
+
+    Daemon long-polls count as heartbeats, and one arrives per daemon every 30 s. False: no such device.
+    """
     now = now or timezone.now()
-    with transaction.atomic():
-        Device.objects.filter(pk=device_id).update(last_seen_at=now, updated_at=now)
+    return devices.filter(pk=device_id).update(last_seen_at=now, updated_at=now) > 0

@@ -8,6 +8,7 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from acp.api.errors import Conflict
@@ -129,10 +130,6 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
     lookup_url_kwarg = "launch_id"
     pagination_class = None
 
-    def get_machine(self) -> Device:
-        machines = scope_to_owner(Device.objects.all(), self.request, device_field="id")
-        return get_object_or_404(machines, pk=self.kwargs["machine_id"])
-
     @extend_schema(
         summary="Fetch the machine's pending launches",
         description=(
@@ -147,19 +144,21 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
         responses={200: LaunchQueueSerializer},
     )
     def poll(self, request, *args, **kwargs):
-        machine = self.get_machine()
         params = LaunchPollParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         limit, wait = params.validated_data["limit"], params.validated_data["wait"]
-        device_touch(device_id=machine.pk)
-        page = _launch_queue_page(machine.pk, limit)
+        machine_id = self.kwargs["machine_id"]
+        machines = scope_to_owner(Device.objects.all(), request, device_field="id")
+        if not device_touch(devices=machines, device_id=machine_id):  # the heartbeat, and the 404 of a foreign id
+            raise NotFound()
+        page = _launch_queue_page(machine_id, limit)
         response = Response(page)
         if not page["data"] and wait > 0:
             response.long_poll = LongPoll(
-                key=services.machine_launches_key(machine.pk),
+                key=services.machine_launches_key(machine_id),
                 timeout=wait,
-                check=functools.partial(_launch_queue_answer, machine.pk, limit, empty_too=False),
-                on_timeout=functools.partial(_launch_queue_answer, machine.pk, limit, empty_too=True),
+                check=functools.partial(_launch_queue_answer, machine_id, limit, empty_too=False),
+                on_timeout=functools.partial(_launch_queue_answer, machine_id, limit, empty_too=True),
             )
         return response
 
