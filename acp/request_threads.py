@@ -43,7 +43,7 @@ class RequestThreadPool:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.give_back(waiter.result())  # handed to us just as we were cancelled
-            else:
+            elif waiter in self._waiters:  # a give_back may already have passed over it
                 self._waiters.remove(waiter)
             raise
 

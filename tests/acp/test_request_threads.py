@@ -49,6 +49,22 @@ def test_a_request_cancelled_while_queued_leaves_the_queue_and_loses_nothing():
     run(scenario())
 
 
+def test_a_give_back_between_a_cancel_and_its_delivery_skips_the_cancelled_request():
+    async def scenario():
+        pool = RequestThreadPool(1)
+        only = await pool.lend()
+        cancelled = asyncio.create_task(pool.lend())
+        waiting = asyncio.create_task(pool.lend())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        pool.give_back(only)  # before the cancelled request has run again
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert await waiting is only
+
+    run(scenario())
+
+
 def test_an_executor_not_of_the_pool_is_shut_down_not_kept():
     async def scenario():
         pool = RequestThreadPool(1)
