@@ -56,6 +56,17 @@ def instances(db, models: tuple[type[Model], ...], row) -> list[Model | None]:
     return result
 
 
+def fetch_one(db, models: tuple[type[Model], ...], sql: str, params: list) -> list[Model | None] | None:
+    """Run `sql` (selecting the `columns` of `models` side by side) and read its first row as `instances`.
+
+    None when there is no row.
+    """
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else instances(db, models, row)
+
+
 def insert(instance: Model) -> None:
     """INSERT `instance` with every value as `save()` would write it (defaults, auto_now), without the compiler.
 

@@ -17,12 +17,10 @@ def token_by_hash(key_hash: str) -> ApiToken | None:
     --profile: 16 % of a prepare); see acp/rawsql.py.
     """
     db = rawsql.database()
-    with db.cursor() as cursor:
-        cursor.execute(_token_sql(db.vendor), [key_hash])
-        row = cursor.fetchone()
-    if row is None:
+    found = rawsql.fetch_one(db, _TOKEN_ROW, _token_sql(db.vendor), [key_hash])
+    if found is None:
         return None
-    token, user, device = rawsql.instances(db, _TOKEN_ROW, row)
+    token, user, device = found
     token.user = user
     token.device = device
     return token

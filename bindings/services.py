@@ -134,10 +134,8 @@ def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
     if device_id is not None:
         criteria["device"] = device_id
     params = [rawsql.db_value(db, WorkspaceBinding, name, value) for name, value in criteria.items()]
-    with db.cursor() as cursor:
-        cursor.execute(_lock_binding_sql(db.vendor, tuple(criteria)), params)
-        row = cursor.fetchone()
-    return rawsql.instances(db, (WorkspaceBinding,), row)[0] if row is not None else None
+    found = rawsql.fetch_one(db, (WorkspaceBinding,), _lock_binding_sql(db.vendor, tuple(criteria)), params)
+    return found[0] if found else None
 
 
 @functools.cache
@@ -173,13 +171,9 @@ def _supersede_unless_signed(
     if single_statement:
         # `s.status` is re-checked if a concurrent cancel held the row: a cancelled session stays cancelled.
         prepared, superseded = SyncSessionStatus.PREPARED, SyncSessionStatus.SUPERSEDED
-        with db.cursor() as cursor:
-            cursor.execute(
-                _supersede_unless_signed_sql(db.vendor),
-                [binding_id, direction, prepared, superseded, now, prepared, plan_signature],
-            )
-            row = cursor.fetchone()
-        return rawsql.instances(db, (SyncSession,), row)[0] if row is not None else None
+        params = [binding_id, direction, prepared, superseded, now, prepared, plan_signature]
+        found = rawsql.fetch_one(db, (SyncSession,), _supersede_unless_signed_sql(db.vendor), params)
+        return found[0] if found else None
     prepared = SyncSession.objects.filter(
         workspace_binding_id=binding_id, direction=direction, status=SyncSessionStatus.PREPARED
     ).first()
