@@ -341,15 +341,32 @@ def child_pids(parent: int) -> list[int]:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (fields[11] is utime), or None if the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _status_value(pid: int, key: str) -> int:
+    """The number of a /proc/PID/status line (`VmRSS:`, `Threads:`…); 0 if the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def cpu_seconds(pids) -> float:
     """User + system CPU seconds used so far by these processes (all their threads)."""
     total = 0
     for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
+        fields = _stat_fields(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])
     return total / _TICKS
 
 
@@ -359,23 +376,14 @@ def postgres_cpu_seconds(postmaster_pids) -> float:
     pids = list(postmaster_pids())
     if not pids:
         return 0.0
-    try:
-        fields = Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()
-        reaped = (int(fields[13]) + int(fields[14])) / _TICKS
-    except OSError:
-        reaped = 0.0
+    fields = _stat_fields(pids[0])
+    reaped = (int(fields[13]) + int(fields[14])) / _TICKS if fields is not None else 0.0
     return cpu_seconds(pids) + reaped
 
 
 def peak_rss_mb(pid: int) -> float:
     """The process's peak RSS so far (VmHWM; per address space, so exec starts it afresh)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return _status_value(pid, "VmHWM:") / 1024
 
 
 def connections_per_process(port: int, pids) -> dict[int, int]:
@@ -405,23 +413,11 @@ def connections_per_process(port: int, pids) -> dict[int, int]:
 
 
 def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return _status_value(pid, "VmRSS:") / 1024
 
 
 def thread_count(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _status_value(pid, "Threads:")
 
 
 def machine_cpu() -> tuple[float, float]:
