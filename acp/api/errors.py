@@ -8,6 +8,8 @@ from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from acp import domain
+
 logger = logging.getLogger(__name__)
 
 
@@ -43,12 +45,6 @@ class PayloadTooLarge(ApiError):
     default_detail = "The request body is too large."
 
 
-class Unprocessable(ApiError):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_code = "unprocessable"
-    default_detail = "The request cannot be processed."
-
-
 # DRF exception class -> (machine code, fixed message or None to keep DRF's).
 _CODES = [
     (exceptions.ValidationError, "invalid_request", "Invalid request."),
@@ -73,8 +69,33 @@ def error_json_response(status_code: int, message: str, code: str, details=None)
     return JsonResponse(error_body(message, code, details), status=status_code)
 
 
+# Domain error class -> (status, machine code); the first match wins, so subclasses come first.
+_DOMAIN_ERRORS = [
+    (domain.InvalidTransition, status.HTTP_409_CONFLICT, "state_transition_conflict"),
+    (domain.Conflict, status.HTTP_409_CONFLICT, "conflict"),
+    (domain.IdempotencyKeyInFlight, status.HTTP_409_CONFLICT, "idempotency_key_in_flight"),
+    (domain.IdempotencyKeyReused, status.HTTP_422_UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+    (domain.InvalidInput, status.HTTP_400_BAD_REQUEST, "invalid_request"),
+    (domain.NotFound, status.HTTP_404_NOT_FOUND, "not_found"),
+]
+
+
+def domain_error_to_api_error(exc: domain.DomainError, view=None) -> ApiError:
+    """The HTTP form of a service's refusal; the row it names is described by the view that was asked."""
+    status_code, code = next((status, code) for cls, status, code in _DOMAIN_ERRORS if isinstance(exc, cls))
+    if isinstance(exc, domain.InvalidInput):
+        details = {field: [message] for field, message in exc.errors.items()}
+    elif exc.obj is not None and view is not None and hasattr(view, "describe"):
+        details = view.describe(exc.obj)
+    else:
+        details = {}
+    return ApiError(exc.message, code=code, details=details, status_code=status_code)
+
+
 def exception_handler(exc, context):
-    if isinstance(exc, Http404):
+    if isinstance(exc, domain.DomainError):
+        exc = domain_error_to_api_error(exc, context.get("view"))
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()

@@ -18,13 +18,18 @@ def scope_to_owner(queryset, request, *, owner_field="user", device_field=None):
 
 
 class OwnedViewSetMixin:
-    """Filters to the caller's rows; single objects come back as {envelope_key: {...}}."""
+    """Filters to the caller's rows; single objects come back as {envelope_key: {...}}.
+
+    A domain error naming a row (a 409's current state) is described by `describe`: the view's own model with its
+    serializer, other models through `related_envelopes` ({model: (key, serializer class)}).
+    """
 
     envelope_key: str | None = None
     owner_field = "user"
     device_field: str | None = None
     lookup_value_converter = "uuid"
     device_token_actions: tuple[str, ...] = ()
+    related_envelopes: dict = {}
 
     def get_queryset(self):
         return scope_to_owner(
@@ -33,6 +38,17 @@ class OwnedViewSetMixin:
 
     def wrap(self, data):
         return {self.envelope_key: data} if self.envelope_key else data
+
+    def describe(self, obj) -> dict:
+        """`details` of an error about `obj`: the object as this API shows it, under its envelope key."""
+        envelope = self.related_envelopes.get(type(obj))
+        if envelope is not None:
+            key, serializer_class = envelope
+            return {key: serializer_class(obj, context=self.get_serializer_context()).data}
+        return self.wrap(self.get_serializer(obj).data)
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(self.wrap(self.get_serializer(self.get_object()).data))
 
     def perform_create(self, serializer):
         serializer.save(user=self.request.user)
@@ -52,9 +68,6 @@ class OwnedModelViewSet(
         serializer.is_valid(raise_exception=True)
         self.perform_create(serializer)
         return Response(self.wrap(serializer.data), status=status.HTTP_201_CREATED)
-
-    def retrieve(self, request, *args, **kwargs):
-        return Response(self.wrap(self.get_serializer(self.get_object()).data))
 
     def partial_update(self, request, *args, **kwargs):
         serializer = self.get_serializer(self.get_object(), data=request.data, partial=True)
