@@ -173,6 +173,9 @@ ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)
 # Threads per server process for requests' synchronous code under ASGI (acp/request_threads.py).
 ACP_REQUEST_THREADS = env_int("ACP_REQUEST_THREADS", 4)
 ACP_TOKEN_TOUCH_INTERVAL = env_int("ACP_TOKEN_TOUCH_INTERVAL", 60)  # seconds between lastUsedAt writes
+ACP_IDEMPOTENCY_TTL = os.environ.get("ACP_IDEMPOTENCY_TTL", "24h")  # a duration: how long a key replays its answer
+# Seconds after which an unanswered Idempotency-Key claim (its request died) may be taken over.
+ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT = env_float("ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT", 120.0)
 
 # The body limit is enforced by RequestGuardMiddleware with a JSON 413; Django's own check agrees.
 DATA_UPLOAD_MAX_MEMORY_SIZE = ACP_MAX_BODY_BYTES

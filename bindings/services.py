@@ -1,46 +1,14 @@
 """Every write of the bindings app: bindings, and the push/pull session state machine."""
 
 import functools
-from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from acp import rawsql
+from acp.domain import Conflict, InvalidTransition, NotFound, Outcome
 from bindings.choices import ALLOWED_TRANSITIONS, SyncDirection, SyncSessionStatus
 from bindings.models import ONE_PREPARED_CONSTRAINT, SyncSession, WorkspaceBinding
-
-
-class BindingNotFound(Exception):
-    """The binding does not exist, or is not the caller's (or not the device token's)."""
-
-
-class InvalidTransition(Exception):
-    """The session is in a state the operation cannot start from."""
-
-    def __init__(self, session: SyncSession, message: str):
-        super().__init__(message)
-        self.session = session
-
-
-class SignatureConflict(Exception):
-    """A signature already names different content (a signature names exactly one plan, preview or result)."""
-
-    def __init__(self, session: SyncSession, message: str):
-        super().__init__(message)
-        self.session = session
-
-
-@dataclass(frozen=True)
-class Prepared:
-    session: SyncSession
-    created: bool
-
-
-@dataclass(frozen=True)
-class Applied:
-    session: SyncSession
-    updated: bool
 
 
 def binding_create(*, user, **fields) -> WorkspaceBinding:
@@ -63,12 +31,12 @@ def sync_session_prepare(
     plan: dict,
     metadata: dict | None = None,
     device_id=None,
-) -> Prepared:
-    """Prepare a push or pull session on one of `user`'s bindings (of `device_id` only, if given).
+) -> Outcome[SyncSession]:
+    """Prepare a push or pull session on one of `user`'s bindings (of `device_id` only, if given; else `NotFound`).
 
     Guarantees: a prepared session of that direction with the same signature and plan is returned as is
-    (`created=False`); the same signature with another plan raises `SignatureConflict`; otherwise every prepared
-    session of that direction is superseded and a new prepared one created, atomically (`created=True`).
+    (`changed=False`); the same signature with another plan raises `Conflict`; otherwise every prepared
+    session of that direction is superseded and a new prepared one created, atomically (`changed=True`).
     At most one session per (binding, direction) is ever prepared; a concurrent writer that slips past the binding
     lock hits the database constraint, and the prepare is answered again from the committed state.
     """
@@ -91,18 +59,18 @@ def sync_session_prepare(
 
 
 @transaction.atomic
-def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, device_id) -> Prepared:
+def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, device_id) -> Outcome[SyncSession]:
     binding = _lock_binding(binding_id=binding_id, user_id=user.pk, device_id=device_id)
     if binding is None:
-        raise BindingNotFound()
+        raise NotFound()
 
     prepared = _supersede_unless_signed(
         binding_id=binding.pk, direction=direction, plan_signature=plan_signature, now=timezone.now()
     )
     if prepared is not None and prepared.plan_signature == plan_signature:
         if prepared.plan != plan:
-            raise SignatureConflict(prepared, "A prepared session with this planSignature has a different plan.")
-        return Prepared(session=prepared, created=False)
+            raise Conflict(prepared, "A prepared session with this planSignature has a different plan.")
+        return Outcome(prepared, changed=False)
 
     session = SyncSession(
         user_id=binding.user_id,
@@ -117,7 +85,7 @@ def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, dev
         metadata=metadata,
     )
     rawsql.insert(session)
-    return Prepared(session=session, created=True)
+    return Outcome(session, changed=True)
 
 
 # The prepare is the API's hottest write, so its three statements are written out (acp/rawsql.py): Django took
@@ -191,48 +159,49 @@ def _supersede_unless_signed_sql(vendor: str) -> str:
 
 
 @transaction.atomic
-def sync_session_cancel(*, session: SyncSession) -> bool:
-    """Cancel a prepared session. Returns False when it was already cancelled (nothing changes).
+def sync_session_cancel(*, session: SyncSession) -> Outcome[SyncSession]:
+    """Cancel a prepared session; `changed=False` when it was already cancelled (nothing changes).
 
     Raises `InvalidTransition` for a superseded session: it was replaced, there is nothing left to cancel.
     """
     locked = SyncSession.objects.select_for_update().get(pk=session.pk)
     _refresh(session, locked)
     if session.status == SyncSessionStatus.CANCELLED:
-        return False
+        return Outcome(session, changed=False)
     _check_transition(session, SyncSessionStatus.CANCELLED)
     session.status = SyncSessionStatus.CANCELLED
     session.save(update_fields=["status", "updated_at"])
-    return True
+    return Outcome(session, changed=True)
 
 
 def pull_session_apply_preview(
     *, session: SyncSession, preview: dict, preview_signature: str, metadata=None
-) -> Applied:
+) -> Outcome[SyncSession]:
     """Attach the daemon's apply preview to a prepared pull session (a repeat of its signature is a no-op)."""
     return _apply(session=session, kind="preview", content=preview, signature=preview_signature, metadata=metadata)
 
 
-def pull_session_apply_result(*, session: SyncSession, result: dict, result_signature: str, metadata=None) -> Applied:
+def pull_session_apply_result(
+    *, session: SyncSession, result: dict, result_signature: str, metadata=None
+) -> Outcome[SyncSession]:
     """Attach the daemon's apply result to a prepared pull session (a repeat of its signature is a no-op)."""
     return _apply(session=session, kind="result", content=result, signature=result_signature, metadata=metadata)
 
 
 @transaction.atomic
-def _apply(*, session: SyncSession, kind: str, content: dict, signature: str, metadata) -> Applied:
+def _apply(*, session: SyncSession, kind: str, content: dict, signature: str, metadata) -> Outcome[SyncSession]:
     if session.direction != SyncDirection.PULL:
         raise ValueError("Only pull sessions have an apply preview and result.")
     locked = SyncSession.objects.select_for_update().get(pk=session.pk)
     _refresh(session, locked)
     if session.status != SyncSessionStatus.PREPARED:
-        raise InvalidTransition(
-            session, f"Only a prepared pull session takes an apply {kind}; this one is {session.status}."
-        )
+        message = f"Only a prepared pull session takes an apply {kind}; this one is {session.status}."
+        raise InvalidTransition(session, message)
     signature_field = f"{kind}_signature"
     if getattr(session, signature_field) == signature:
         if getattr(session, kind) != content:
-            raise SignatureConflict(session, f"This session's apply {kind} with this {kind}Signature differs.")
-        return Applied(session=session, updated=False)
+            raise Conflict(session, f"This session's apply {kind} with this {kind}Signature differs.")
+        return Outcome(session, changed=False)
     setattr(session, kind, content)
     setattr(session, signature_field, signature)
     fields = [kind, signature_field, "updated_at"]
@@ -240,7 +209,7 @@ def _apply(*, session: SyncSession, kind: str, content: dict, signature: str, me
         session.metadata = {**session.metadata, **metadata}
         fields.append("metadata")
     session.save(update_fields=fields)
-    return Applied(session=session, updated=True)
+    return Outcome(session, changed=True)
 
 
 def _check_transition(session: SyncSession, target: SyncSessionStatus) -> None:
