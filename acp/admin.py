@@ -82,13 +82,13 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):
         "key",
         "request_fingerprint",
         "response_status",
-        "response_body_pretty",
+        "response_json_pretty",
         "resource_id",
         "created_at",
         "updated_at",
     ]
     exclude = ["response_body"]
-    response_body_pretty = pretty_json_field("response_body")
+    response_json_pretty = pretty_json_field("response_json")
 
     def has_add_permission(self, request):
         return False

@@ -25,10 +25,10 @@ from acp.models import IdempotencyKey
 
 @dataclass(frozen=True)
 class Claim:
-    """A claimed key: `replay` holds the first answer's (status, body) when this request is a repeat."""
+    """A claimed key: `replay` holds the first answer's (status, JSON text) when this request is a repeat."""
 
     record: IdempotencyKey
-    replay: tuple[int, object] | None
+    replay: tuple[int, str] | None
 
 
 def request_fingerprint(*, method: str, path: str, body) -> str:
@@ -52,7 +52,8 @@ def idempotency_key_claim(*, user, key: str, fingerprint: str, now=None) -> Clai
         return Claim(record, None)
     if _expired(record, now):
         record.request_fingerprint = fingerprint
-        record.response_status = record.response_body = record.resource_id = None
+        record.response_status = record.resource_id = None
+        record.response_body = ""
         record.created_at = now
         record.save()
         return Claim(record, None)
@@ -69,8 +70,8 @@ def _expired(record: IdempotencyKey, now) -> bool:
     return record.created_at < now - parse_duration(settings.ACP_IDEMPOTENCY_TTL)
 
 
-def idempotency_key_store(*, record: IdempotencyKey, status: int, body, resource_id=None) -> IdempotencyKey:
-    """Remember the answer given to the first request with this key (and what it created)."""
+def idempotency_key_store(*, record: IdempotencyKey, status: int, body: str, resource_id=None) -> IdempotencyKey:
+    """Remember the answer given to the first request with this key (its JSON as sent, and what it created)."""
     record.response_status = status
     record.response_body = body
     record.resource_id = resource_id

@@ -1,5 +1,6 @@
 """The registry every app shares: API tokens, projects, environments and devices."""
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -134,7 +135,7 @@ class IdempotencyKey(OwnedModel):
     key = models.CharField(max_length=255)
     request_fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and body.")
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
+    response_body = models.TextField(blank=True, default="", help_text="The first answer's JSON, byte for byte.")
     resource_id = models.UUIDField(null=True, blank=True, help_text="The id of what the first request created.")
 
     class Meta(OwnedModel.Meta):
@@ -142,3 +143,7 @@ class IdempotencyKey(OwnedModel):
 
     def __str__(self):
         return self.key
+
+    @property
+    def response_json(self):
+        return json.loads(self.response_body) if self.response_body else None

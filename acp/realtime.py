@@ -228,7 +228,7 @@ class LongPoll:
     timeout: float
     check: Check  # returns a result, or None while there is nothing yet
     on_timeout: Check
-    on_answer: Callable[[int, Any], None] | None = None  # called (in a worker thread) with the final answer
+    on_answer: Callable[[int, str], None] | None = None  # called in a worker thread with the answer's status and JSON
 
 
 async def wait_for(poll: LongPoll) -> Any:

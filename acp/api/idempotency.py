@@ -9,9 +9,10 @@ input and 404s roll the claim back with the work, so they do not spend the key.
 import functools
 
 from django.db import transaction
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
-from rest_framework.response import Response
+from rest_framework.renderers import JSONRenderer
 
 from acp.api.errors import ApiError
 from acp.domain import Conflict
@@ -50,8 +51,7 @@ def idempotent(view_method):
         with transaction.atomic():
             claim = idempotency_key_claim(user=request.user, key=key, fingerprint=fingerprint)
             if claim.replay is not None:
-                status, body = claim.replay
-                return Response(body, status=status, headers={REPLAYED_HEADER: "true"})
+                return _replay(*claim.replay)
             try:
                 response = view_method(view, request, *args, **kwargs)
             except Conflict as exc:
@@ -63,12 +63,17 @@ def idempotent(view_method):
     return wrapper
 
 
+def _replay(status: int, body: str) -> HttpResponse:
+    return HttpResponse(body, status=status, content_type="application/json", headers={REPLAYED_HEADER: "true"})
+
+
 def _remember(view, claim: Claim, response) -> None:
     """Store the answer now, or, for an answer that comes after the transaction (a long-poll), when it comes."""
     long_poll = getattr(response, "long_poll", None)
     if long_poll is None:
-        status, body = response.status_code, response.data
-        idempotency_key_store(record=claim.record, status=status, body=body, resource_id=_created_id(view, response))
+        body = JSONRenderer().render(response.data).decode()  # what DRF sends: a replay is byte for byte the same
+        created_id = _created_id(view, response)
+        idempotency_key_store(record=claim.record, status=response.status_code, body=body, resource_id=created_id)
         return
     record = claim.record
 

@@ -1,5 +1,7 @@
 # The Idempotency-Key record became shared by every create endpoint (acp.IdempotencyKey); its rows move there,
-# the command they created kept as `resource_id`.
+# the command they created kept as `resource_id`, the answer kept as the JSON text a replay sends.
+
+import json
 
 from django.db import migrations
 
@@ -14,7 +16,7 @@ def copy_keys_to_acp(apps, schema_editor):
             key=row.key,
             request_fingerprint=row.request_fingerprint,
             response_status=row.response_status,
-            response_body=row.response_body,
+            response_body="" if row.response_body is None else json.dumps(row.response_body),
             resource_id=row.command_id,
             created_at=row.created_at,
             updated_at=row.updated_at,
