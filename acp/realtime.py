@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, connections
 
-from acp.request_threads import released_request_thread
+from acp.serving.request_threads import released_request_thread
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 
-from acp import rawsql
 from acp.models import ApiToken, Device, User
+from acp.serving import optimised, rawsql
 
 _TOKEN_ROW = (ApiToken, User, Device)
 
@@ -14,8 +14,10 @@ def token_by_hash(key_hash: str) -> ApiToken | None:
     """The token with this hash, its user and device (or None) attached, in one query.
 
     Every request authenticates, and compiling this join cost Django ~0.75 ms of CPU per request (bench/run.py
-    --profile: 16 % of a prepare); see acp/rawsql.py.
+    --profile: 16 % of a prepare), so it is written out (acp/serving/rawsql.py) unless ACP_SERVING=stock.
     """
+    if not optimised():
+        return ApiToken.objects.select_related("user", "device").filter(key_hash=key_hash).first()
     db = rawsql.database()
     found = rawsql.fetch_one(db, _TOKEN_ROW, _token_sql(db.vendor), [key_hash])
     if found is None:

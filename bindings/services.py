@@ -5,8 +5,8 @@ import functools
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from acp import rawsql
 from acp.domain import Conflict, InvalidTransition, NotFound, Outcome
+from acp.serving import optimised, rawsql
 from bindings.choices import ALLOWED_TRANSITIONS, SyncDirection, SyncSessionStatus
 from bindings.models import ONE_PREPARED_CONSTRAINT, SyncSession, WorkspaceBinding
 
@@ -84,12 +84,16 @@ def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, dev
         plan=plan,
         metadata=metadata,
     )
-    rawsql.insert(session)
+    if optimised():
+        rawsql.insert(session)
+    else:
+        session.save(force_insert=True)
     return Outcome(session, changed=True)
 
 
-# The prepare is the API's hottest write, so its three statements are written out (acp/rawsql.py): Django took
-# longer to compile them than PostgreSQL took to run them (bench/run.py --profile).
+# The prepare is the API's hottest write, so its three statements are written out (acp/serving/rawsql.py): Django
+# took longer to compile them than PostgreSQL took to run them (bench/run.py --profile). With ACP_SERVING=stock
+# they go through the ORM.
 
 
 def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
@@ -97,10 +101,12 @@ def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
 
     FOR NO KEY UPDATE serialises prepares of one binding without blocking inserts that reference it.
     """
-    db = rawsql.database()
     criteria = {"id": binding_id, "user": user_id}
     if device_id is not None:
         criteria["device"] = device_id
+    if not optimised():
+        return WorkspaceBinding.objects.select_for_update(no_key=True).filter(**criteria).first()
+    db = rawsql.database()
     params = [rawsql.db_value(db, WorkspaceBinding, name, value) for name, value in criteria.items()]
     found = rawsql.fetch_one(db, (WorkspaceBinding,), _lock_binding_sql(db.vendor, tuple(criteria)), params)
     return found[0] if found else None
@@ -116,10 +122,10 @@ def _lock_binding_sql(vendor: str, criteria: tuple[str, ...]) -> str:
 
 _SUPERSEDE_UNLESS_SIGNED = """
 WITH current AS (
-    SELECT * FROM {table} WHERE workspace_binding_id = %s AND direction = %s AND status = %s
+    SELECT * FROM {table} WHERE {binding} = %s AND {direction} = %s AND {status} = %s
 ), superseded AS (
-    UPDATE {table} AS s SET status = %s, updated_at = %s
-    FROM current WHERE s.id = current.id AND s.status = %s AND current.plan_signature <> %s
+    UPDATE {table} AS s SET {status} = %s, {updated_at} = %s
+    FROM current WHERE s.{id} = current.{id} AND s.{status} = %s AND current.{plan_signature} <> %s
 )
 SELECT {columns} FROM current
 """
@@ -131,11 +137,11 @@ def _supersede_unless_signed(
     """The prepared session of (binding, direction) as it was, superseded in passing unless it has this signature.
 
     Runs under the binding lock, in a statement that starts after the lock is held, so it sees every prepare
-    committed before. On PostgreSQL it is one statement (the prepare's query budget); elsewhere two.
+    committed before. On PostgreSQL, optimised, it is one statement (the prepare's query budget); otherwise two.
     """
     db = rawsql.database()
     if single_statement is None:
-        single_statement = db.vendor == "postgresql"
+        single_statement = optimised() and db.vendor == "postgresql"
     if single_statement:
         # `s.status` is re-checked if a concurrent cancel held the row: a cancelled session stays cancelled.
         prepared, superseded = SyncSessionStatus.PREPARED, SyncSessionStatus.SUPERSEDED
@@ -154,8 +160,13 @@ def _supersede_unless_signed(
 
 @functools.cache
 def _supersede_unless_signed_sql(vendor: str) -> str:
-    table = rawsql.quote(SyncSession._meta.db_table)
-    return _SUPERSEDE_UNLESS_SIGNED.format(table=table, columns=rawsql.columns(SyncSession))
+    names = ("id", "direction", "status", "updated_at", "plan_signature")
+    return _SUPERSEDE_UNLESS_SIGNED.format(
+        table=rawsql.quote(SyncSession._meta.db_table),
+        columns=rawsql.columns(SyncSession),
+        binding=rawsql.column(SyncSession, "workspace_binding"),
+        **{name: rawsql.column(SyncSession, name) for name in names},
+    )
 
 
 @transaction.atomic
