@@ -113,14 +113,19 @@ def local_session_heartbeat(
         if session.started_at is None:
             session.started_at = now
             fields.append("started_at")
+    _replace_reported_fields(session, fields, metadata=metadata, error=error)
+    session.save(update_fields=fields)
+    return session
+
+
+def _replace_reported_fields(session: LocalSession, fields: list[str], *, metadata, error) -> None:
+    """Take the daemon's `metadata` and `error` where it sent them (None metadata is an empty one)."""
     if metadata is not _UNSET:
         session.metadata = metadata if metadata is not None else {}
         fields.append("metadata")
     if error is not _UNSET:
         session.error = error
         fields.append("error")
-    session.save(update_fields=fields)
-    return session
 
 
 @transaction.atomic
@@ -154,12 +159,7 @@ def local_session_complete(
     if session.started_at is not None and completed_at < session.started_at:
         raise InvalidInput({"completedAt": "completedAt is before the session started."})
     fields = _end_session(session, status=status, completed_at=completed_at, now=now)
-    if metadata is not _UNSET:
-        session.metadata = metadata if metadata is not None else {}
-        fields.append("metadata")
-    if error is not _UNSET:
-        session.error = error
-        fields.append("error")
+    _replace_reported_fields(session, fields, metadata=metadata, error=error)
     session.save(update_fields=fields)
     return Outcome(session, True)
 
