@@ -167,6 +167,8 @@ ACP_MAX_BODY_BYTES = env_int("ACP_MAX_BODY_BYTES", 2 * 1024 * 1024)
 ACP_LAUNCH_ACK_TIMEOUT = env_float("ACP_LAUNCH_ACK_TIMEOUT", 10.0)  # seconds
 ACP_COMMAND_TTL = os.environ.get("ACP_COMMAND_TTL", "1h")  # a duration: 30s, 15m, 2h, 30d
 ACP_RETENTION_DAYS = env_int("ACP_RETENTION_DAYS", 30)
+ACP_IDEMPOTENCY_TTL = os.environ.get("ACP_IDEMPOTENCY_TTL", "24h")  # retention deletes Idempotency-Key records older
+ACP_SESSION_LOST_AFTER = os.environ.get("ACP_SESSION_LOST_AFTER", "10m")  # live session with no heartbeat: failed
 ACP_LONG_POLL_MAX_WAIT = env_float("ACP_LONG_POLL_MAX_WAIT", 30.0)
 # Seconds between a waiter's re-checks of the database when no notification came (a last resort; acp/realtime.py).
 ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)

@@ -3,7 +3,8 @@
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from sessions.choices import AckStatus, LaunchStatus
+from acp.cleanup import Target
+from sessions.choices import LAUNCH_TERMINAL_STATES, AckStatus, LaunchStatus
 from sessions.models import Launch
 
 
@@ -49,3 +50,20 @@ def launch_answer_by_id(launch_id) -> tuple[int, dict] | None:
 
 def _str_or_none(value):
     return None if value is None else str(value)
+
+
+# --- retention and the support dashboard (acp.composition) ----------------------------------------------------------
+
+
+def retention_targets(*, cutoff, now, **options) -> list[Target]:
+    """Finished launches last changed before `cutoff` (a pending one is never touched)."""
+    return [Target("launches", Launch.objects.filter(status__in=LAUNCH_TERMINAL_STATES, updated_at__lt=cutoff))]
+
+
+def dashboard_counts(*, now) -> dict[str, int]:
+    start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return {
+        "launches_timed_out_today": Launch.objects.filter(
+            status=LaunchStatus.TIMED_OUT, updated_at__gte=start_of_day
+        ).count(),
+    }
