@@ -175,13 +175,15 @@ ACP_MAX_BODY_BYTES = env_int("ACP_MAX_BODY_BYTES", 2 * 1024 * 1024)
 ACP_LAUNCH_ACK_TIMEOUT = env_float("ACP_LAUNCH_ACK_TIMEOUT", 10.0)  # seconds
 ACP_COMMAND_TTL = os.environ.get("ACP_COMMAND_TTL", "1h")  # a duration: 30s, 15m, 2h, 30d
 ACP_RETENTION_DAYS = env_int("ACP_RETENTION_DAYS", 30)
+# A duration: how long an Idempotency-Key replays its answer; retention deletes older records.
+ACP_IDEMPOTENCY_TTL = os.environ.get("ACP_IDEMPOTENCY_TTL", "24h")
+ACP_SESSION_LOST_AFTER = os.environ.get("ACP_SESSION_LOST_AFTER", "10m")  # live session with no heartbeat: failed
 ACP_LONG_POLL_MAX_WAIT = env_float("ACP_LONG_POLL_MAX_WAIT", 30.0)
 # Seconds between a waiter's re-checks of the database when no notification came (a last resort; acp/realtime.py).
 ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)
 # Threads per server process for requests' synchronous code under ASGI (acp/serving/request_threads.py; optimised only).
 ACP_REQUEST_THREADS = env_int("ACP_REQUEST_THREADS", 4)
 ACP_TOKEN_TOUCH_INTERVAL = env_int("ACP_TOKEN_TOUCH_INTERVAL", 60)  # seconds between lastUsedAt writes
-ACP_IDEMPOTENCY_TTL = os.environ.get("ACP_IDEMPOTENCY_TTL", "24h")  # a duration: how long a key replays its answer
 # Seconds after which an unanswered Idempotency-Key claim (its request died) may be taken over.
 ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT = env_float("ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT", 120.0)
 

@@ -408,3 +408,60 @@ def commands_expire(*, older_than: timedelta, now: datetime | None = None, dry_r
                 status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
             )
     return ExpireSummary(cutoff, total, len(session_ids))
+
+
+@dataclass(frozen=True)
+class ReapSummary:
+    cutoff: datetime
+    sessions: int  # lost sessions ended `failed` (or that would be, with dry_run)
+    commands: int  # their pending and acknowledged commands cancelled
+
+
+DAEMON_LOST = "daemon_lost"
+_LIVE_SESSION_STATES = (SessionStatus.CREATED, SessionStatus.RUNNING)
+
+
+def local_sessions_lost(*, cutoff: datetime) -> QuerySet[LocalSession]:
+    """Live (created or running) sessions whose last sign of life (`last_heartbeat_at`, else `started_at`, else
+    `created_at`) is before `cutoff`."""
+    return LocalSession.objects.alias(last_activity=Coalesce("last_heartbeat_at", "started_at", "created_at")).filter(
+        status__in=_LIVE_SESSION_STATES, last_activity__lt=cutoff
+    )
+
+
+def local_sessions_reap_lost(
+    *, lost_after: timedelta, now: datetime | None = None, dry_run: bool = False
+) -> ReapSummary:
+    """End `failed` (error `daemon_lost`) every live session whose daemon went silent `lost_after` ago; their
+    pending and acknowledged commands are cancelled (an ended session's command can never complete).
+
+    Per batch of sessions, one transaction: sessions locked in id order, as every other writer does, and the
+    condition re-checked under the lock (a heartbeat that came meanwhile keeps its session alive).
+    """
+    now = now or timezone.now()
+    cutoff = now - lost_after
+    lost = local_sessions_lost(cutoff=cutoff)
+    open_commands = ControlCommand.objects.filter(status__in=(CommandStatus.PENDING, CommandStatus.ACKNOWLEDGED))
+    if dry_run:
+        return ReapSummary(cutoff, lost.count(), open_commands.filter(session__in=lost.values("pk")).count())
+    session_ids = list(lost.order_by("pk").values_list("pk", flat=True))
+    sessions = commands = 0
+    batch = 500
+    for start in range(0, len(session_ids), batch):
+        with transaction.atomic():
+            locked = list(
+                lost.select_for_update(no_key=True)
+                .filter(pk__in=session_ids[start : start + batch])
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            commands += open_commands.filter(session_id__in=locked).update(
+                status=CommandStatus.CANCELLED,
+                # never before its acknowledgement (a constraint), which a skewed daemon clock may put after now
+                completed_at=Greatest(Value(now), Coalesce("acknowledged_at", Value(now))),
+                updated_at=now,
+            )
+            sessions += LocalSession.objects.filter(pk__in=locked).update(
+                status=SessionStatus.FAILED, error=DAEMON_LOST, completed_at=now, paused_at=None, updated_at=now
+            )
+    return ReapSummary(cutoff, sessions, commands)
