@@ -9,8 +9,9 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from acp.models import IdempotencyKey
 from acp.sweep import LOCK_KEY, sweep
-from commands.models import ControlCommand, IdempotencyKey, LocalSession
+from commands.models import ControlCommand, LocalSession
 from commands.services import thread_create
 from sessions.models import Launch, Workspace
 from tests.commands.conftest import make_command
