@@ -62,6 +62,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "acp.api.middleware.RequestGuardMiddleware",
+    "acp.api.middleware.RateLimitHeadersMiddleware",
     # Django's own middleware, with hooks that run in the event loop under ASGI (acp.api.middleware.InlineHooks).
     "acp.api.middleware.InlineSecurityMiddleware",
     "acp.api.middleware.StaticFilesMiddleware",
@@ -174,6 +175,14 @@ ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)
 ACP_REQUEST_THREADS = env_int("ACP_REQUEST_THREADS", 4)
 ACP_TOKEN_TOUCH_INTERVAL = env_int("ACP_TOKEN_TOUCH_INTERVAL", 60)  # seconds between lastUsedAt writes
 
+# Rate limits per token (acp/api/throttling.py; README, "Rate limits"): "N/second|minute|hour", each token's
+# "api" and "daemon" buckets alike. The storage is per process (memory://) unless a shared one is given (redis://…).
+ACP_RATELIMIT_ENABLED = env_bool("ACP_RATELIMIT_ENABLED", True)
+ACP_RATELIMIT_USER = os.environ.get("ACP_RATELIMIT_USER", "600/minute")
+ACP_RATELIMIT_DEVICE = os.environ.get("ACP_RATELIMIT_DEVICE", "1200/minute")
+ACP_RATELIMIT_STORAGE_URL = os.environ.get("ACP_RATELIMIT_STORAGE_URL", "memory://")
+ACP_RATELIMIT_STORAGE_TIMEOUT = env_float("ACP_RATELIMIT_STORAGE_TIMEOUT", 0.5)  # seconds; then the request is let in
+
 # The body limit is enforced by RequestGuardMiddleware with a JSON 413; Django's own check agrees.
 DATA_UPLOAD_MAX_MEMORY_SIZE = ACP_MAX_BODY_BYTES
 
@@ -189,6 +198,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "acp.api.pagination.ListEnvelopePagination",
     "DEFAULT_SCHEMA_CLASS": "acp.api.schema.AcpAutoSchema",
     "EXCEPTION_HANDLER": "acp.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["acp.api.throttling.TokenRateThrottle"],
     "UNAUTHENTICATED_USER": None,
     "PAGE_SIZE": 50,
 }

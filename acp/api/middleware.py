@@ -15,6 +15,7 @@ from django.middleware.security import SecurityMiddleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 from acp.api.errors import error_json_response, is_api_path
+from acp.api.throttling import rate_limit_headers
 
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -98,6 +99,15 @@ class RequestGuardMiddleware(HybridMiddleware):
         if len(body) > limit:
             return too_large
         return None
+
+
+class RateLimitHeadersMiddleware(HybridMiddleware):
+    """The `RateLimit-*` headers of the token's bucket (acp.api.throttling) on every response, 429 or not."""
+
+    def after(self, request, response):
+        for name, value in rate_limit_headers(request).items():
+            response[name] = value
+        return response
 
 
 class ApiNotFoundMiddleware(HybridMiddleware):

@@ -107,6 +107,7 @@ class LocalSessionViewSet(DomainErrorsMixin, OwnedViewSetMixin, mixins.ListModel
     envelope_key = "session"
     lookup_url_kwarg = "localSessionId"
     device_token_actions = ("list", "create", "retrieve", "heartbeat", "complete")
+    daemon_actions = ("heartbeat", "complete")
 
     def get_queryset(self):
         return selectors.sessions_visible(
@@ -192,6 +193,7 @@ class ControlCommandViewSet(DomainErrorsMixin, OwnedViewSetMixin, mixins.ListMod
     envelope_key = "command"
     lookup_url_kwarg = "commandId"
     device_token_actions = ("list", "create", "retrieve", "ack", "poll")
+    daemon_actions = ("ack", "poll")
 
     def get_queryset(self):
         return selectors.commands_visible(
