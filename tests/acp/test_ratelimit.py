@@ -25,7 +25,7 @@ def limits(settings):
 
 def spend(client, path, times, method="get"):
     call = getattr(client, method)
-    args = ({}, ) if method == "post" else ()
+    args = ({},) if method == "post" else ()
     return [call(path, *args, format="json") for _ in range(times)]
 
 
