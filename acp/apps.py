@@ -7,4 +7,4 @@ class AcpConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from acp.api import schema  # noqa: F401  (registers the OpenAPI extensions)
+        from acp.api import schema, throttling  # noqa: F401  (register the OpenAPI extensions, the rate-limit check)

@@ -13,18 +13,19 @@ the service and must not take it down.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
-from functools import cache
 
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from limits import RateLimitItem, parse
-from limits.errors import StorageError
+from limits.errors import ConfigurationError, StorageError
 from limits.storage import Storage, storage_from_string
 from rest_framework import status
 from rest_framework.throttling import BaseThrottle
@@ -114,7 +115,7 @@ def token_limit(*, device_token: bool) -> RateLimitItem:
     return _parse_limit("ACP_RATELIMIT_DEVICE" if device_token else "ACP_RATELIMIT_USER")
 
 
-@cache
+@functools.cache
 def _parse_limit(setting: str) -> RateLimitItem:
     value = getattr(settings, setting)
     try:
@@ -156,14 +157,33 @@ class Limiter:
         )
 
 
-@cache
+@functools.cache
 def _limiter() -> Limiter:
-    timeout = settings.ACP_RATELIMIT_STORAGE_TIMEOUT
-    # The options reach redis.from_url; the memory storage ignores them.
-    storage = storage_from_string(
-        settings.ACP_RATELIMIT_STORAGE_URL, wrap_exceptions=True, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
+    url, timeout = settings.ACP_RATELIMIT_STORAGE_URL, settings.ACP_RATELIMIT_STORAGE_TIMEOUT
+    try:
+        # The options reach redis.from_url (which does not connect yet); the memory storage ignores them.
+        storage = storage_from_string(url, wrap_exceptions=True, socket_timeout=timeout, socket_connect_timeout=timeout)
+    except ConfigurationError as exc:
+        raise ImproperlyConfigured(f"ACP_RATELIMIT_STORAGE_URL={url!r}: {exc}") from exc
     return Limiter(storage)
+
+
+@checks.register
+def check_rate_limit_settings(app_configs=None, **kwargs):
+    """A bad rate or store URL is reported by `manage.py check` (`migrate` runs it too), not by the first request."""
+    if not settings.ACP_RATELIMIT_ENABLED:
+        return []
+    errors = []
+    for build in (
+        functools.partial(token_limit, device_token=False),
+        functools.partial(token_limit, device_token=True),
+        _limiter,
+    ):
+        try:
+            build()
+        except ImproperlyConfigured as exc:
+            errors.append(checks.Error(str(exc), id="acp.E101"))
+    return errors
 
 
 def _settings_changed(setting, **kwargs):

@@ -106,9 +106,16 @@ def test_requests_are_let_in_when_the_store_does_not_answer(limits, api, caplog)
     assert sum("Rate-limit store" in record.message for record in caplog.records) == 1  # said once, not per request
 
 
-def test_a_bad_rate_is_a_configuration_error(limits, api):
+def test_a_bad_rate_or_store_is_a_configuration_error(limits, api):
     from django.core.exceptions import ImproperlyConfigured
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
 
     limits.ACP_RATELIMIT_USER = "lots"
+    limits.ACP_RATELIMIT_STORAGE_URL = "nosuchstore://here"
+    with pytest.raises(SystemCheckError) as refused:
+        call_command("check")
+    assert "ACP_RATELIMIT_USER='lots'" in str(refused.value)
+    assert "ACP_RATELIMIT_STORAGE_URL='nosuchstore://here'" in str(refused.value)
     with pytest.raises(ImproperlyConfigured, match="ACP_RATELIMIT_USER"):
         api.get("/v1/projects")
