@@ -119,3 +119,11 @@ def test_a_bad_rate_or_store_is_a_configuration_error(limits, api):
     assert "ACP_RATELIMIT_STORAGE_URL='nosuchstore://here'" in str(refused.value)
     with pytest.raises(ImproperlyConfigured, match="ACP_RATELIMIT_USER"):
         api.get("/v1/projects")
+
+
+def test_the_schema_documents_the_429_and_its_headers(anon):
+    import yaml
+
+    schema = yaml.safe_load(anon.get("/api/schema/").content)
+    refused = schema["paths"]["/v1/projects"]["get"]["responses"]["429"]
+    assert {"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} <= set(refused["headers"])
