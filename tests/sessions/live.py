@@ -89,6 +89,15 @@ class Server(Process):
 
 
 @dataclass
+class RedisServer(Process):
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@dataclass
 class ProcessManager:
     """Starts servers and daemons for one test and ends them all (and any agent pids it was told of) at the end."""
 
@@ -123,14 +132,14 @@ class ProcessManager:
         self.processes.append(daemon)
         return daemon
 
-    def start_redis(self, name: str = "redis") -> str:
-        """A throwaway redis-server on a free loopback port, nothing persisted; returns its redis:// URL."""
+    def start_redis(self, name: str = "redis") -> RedisServer:
+        """A throwaway redis-server on a free loopback port, nothing persisted."""
         executable = shutil.which("redis-server")
         if executable is None:
             pytest.fail("redis-server is not installed (Debian: apt-get install redis-server; .ci/run does it).")
         port = free_port()
         command = [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-        process = Process(name, self._spawn(name, command, dict(os.environ)), self._log_path(name))
+        process = RedisServer(name, self._spawn(name, command, dict(os.environ)), self._log_path(name), port)
         self.processes.append(process)
         client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
 
@@ -144,7 +153,7 @@ class ProcessManager:
 
         wait_until(answers, 10, 0.05, f"{name} to answer PING")
         client.close()
-        return f"redis://127.0.0.1:{port}/0"
+        return process
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):

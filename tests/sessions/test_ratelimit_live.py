@@ -31,8 +31,9 @@ def assert_rate_limited(response, limit):
 
 
 def test_a_token_over_its_budget_is_refused_by_every_server_process(processes, user, other_user, device):
-    storage = processes.start_redis()
-    servers = [processes.start_server(f"acp-ratelimit-{n}", ACP_RATELIMIT_STORAGE_URL=storage, **LIMITS) for n in "ab"]
+    store = processes.start_redis()
+    env = {"ACP_RATELIMIT_STORAGE_URL": store.url, **LIMITS}
+    servers = [processes.start_server(f"acp-ratelimit-{n}", **env) for n in "ab"]
     token, other_token, device_token = make_token(user), make_token(other_user), make_token(user, device=device)
 
     answers = [get(servers[n % 2], "/v1/projects", token) for n in range(USER_BUDGET)]  # alternating processes
@@ -50,6 +51,14 @@ def test_a_token_over_its_budget_is_refused_by_every_server_process(processes, u
     ]
     for server in servers:
         assert_rate_limited(get(server, f"/api/v1/machines/{device.id}/launches", device_token), DEVICE_BUDGET)
+
+    # The store gone: requests are let in, unlimited and without the headers, rather than refused or left waiting.
+    store.stop()
+    for server in servers:
+        answer = get(server, "/v1/projects", token)
+        assert answer.status_code == 200, answer.text
+        assert "RateLimit-Limit" not in answer.headers
+        assert "Rate-limit store" in server.log()
 
 
 def test_the_reference_daemon_waits_as_long_as_retry_after_says(processes, user, device, caplog):
