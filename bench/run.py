@@ -49,7 +49,7 @@ CONTROL_SESSIONS = 16
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short durations (about 3½ minutes in all)")
+    parser.add_argument("--quick", action="store_true", help="short durations (about 4½ minutes in all)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of the main server (default 2)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--generators", type=int, default=1, help="load generator processes (default 1)")
