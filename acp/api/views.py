@@ -12,6 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from acp import services
+from acp.api.query_params import refuse_unknown_query_params
 from acp.api.registry_serializers import (
     DeviceHeartbeatSerializer,
     DeviceSerializer,
@@ -69,6 +70,7 @@ class EnvironmentViewSet(OwnedModelViewSet):
     )
     @action(detail=False, methods=["get"])
     def default(self, request):
+        refuse_unknown_query_params(request, self, allowed=())
         outcome = services.environment_default(user=request.user)
         code = status.HTTP_201_CREATED if outcome.changed else status.HTTP_200_OK
         return Response(self.wrap(self.get_serializer(outcome.obj).data), status=code)
