@@ -94,7 +94,11 @@ class DeviceViewSet(OwnedModelViewSet):
     device_field = "id"
     device_token_actions = ("list", "retrieve", "heartbeat")
 
-    @extend_schema(request=DeviceHeartbeatSerializer, responses=envelope_serializer("device", DeviceSerializer))
+    @extend_schema(
+        summary="Record a heartbeat of a device",
+        request=DeviceHeartbeatSerializer,
+        responses=envelope_serializer("device", DeviceSerializer),
+    )
     @action(detail=True, methods=["post"])
     def heartbeat(self, request, pk=None):
         device = self.get_object()
