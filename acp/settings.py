@@ -173,6 +173,11 @@ ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)
 # Threads per server process for requests' synchronous code under ASGI (acp/request_threads.py).
 ACP_REQUEST_THREADS = env_int("ACP_REQUEST_THREADS", 4)
 ACP_TOKEN_TOUCH_INTERVAL = env_int("ACP_TOKEN_TOUCH_INTERVAL", 60)  # seconds between lastUsedAt writes
+ACP_PAIRING_TOKEN_TTL = env_int("ACP_PAIRING_TOKEN_TTL", 600)  # default life of a pairing token, seconds
+ACP_PAIRING_TOKEN_MAX_TTL = env_int("ACP_PAIRING_TOKEN_MAX_TTL", 3600)  # the longest `ttlSeconds` accepted
+# Exchanges with an unknown pairing token allowed per client address within the window; then 429.
+ACP_PAIRING_FAILURE_LIMIT = env_int("ACP_PAIRING_FAILURE_LIMIT", 10)
+ACP_PAIRING_FAILURE_WINDOW = env_int("ACP_PAIRING_FAILURE_WINDOW", 300)  # seconds
 
 # The body limit is enforced by RequestGuardMiddleware with a JSON 413; Django's own check agrees.
 DATA_UPLOAD_MAX_MEMORY_SIZE = ACP_MAX_BODY_BYTES
@@ -182,6 +187,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
         "acp.api.permissions.DeviceTokenScope",
+        "acp.api.permissions.KeyScopes",
     ],
     "DEFAULT_PARSER_CLASSES": ["acp.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -5,6 +5,7 @@ import logging
 from django.db import connection
 from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -51,6 +52,11 @@ class DeviceViewSet(OwnedModelViewSet):
         payload.is_valid(raise_exception=True)
         services.device_heartbeat(device=device, **payload.validated_data)
         return Response(self.wrap(DeviceSerializer(device, context=self.get_serializer_context()).data))
+
+    def destroy(self, request, *args, **kwargs):
+        """Deleting a device revokes its keys: they answer 401 from the next request on."""
+        services.device_delete(device=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 def healthz(request):
