@@ -219,9 +219,13 @@ SPECTACULAR_SETTINGS = {
         "LaunchAckStatusEnum": "sessions.choices.AckStatus",
     },
     "APPEND_COMPONENTS": {
-        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer"},
+            "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        },
     },
-    "SECURITY": [{"bearerAuth": []}],
+    # Alternatives: the key in `Authorization: Bearer` or in `X-API-Key`.
+    "SECURITY": [{"bearerAuth": []}, {"apiKeyAuth": []}],
 }
 
 # HSTS preload is a decision for the domain's owner (SECURE_HSTS_PRELOAD=1), not a default.

@@ -35,5 +35,5 @@ class KeyScopes(BasePermission):
         needed = Scope.READ if request.method in SAFE_METHODS else Scope.WRITE
         if needed in token.scopes:
             return True
-        self.message = f"This API key lacks the {needed!r} scope (it has: {', '.join(token.scopes) or 'none'})."
+        self.message = f"This API key lacks the '{needed.value}' scope (it has: {', '.join(token.scopes) or 'none'})."
         return False

@@ -74,7 +74,7 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
     name = ["bearerAuth", "apiKeyAuth"]
 
     def get_security_requirement(self, auto_schema):
-        return [{"bearerAuth": []}, {"apiKeyAuth": []}]  # alternatives, not both
+        return None  # SPECTACULAR_SETTINGS["SECURITY"] lists the two as alternatives
 
     def get_security_definition(self, auto_schema):
         return [
