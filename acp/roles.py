@@ -1,4 +1,4 @@
-"""The support role: read everything ACP stores, run the cancel actions, add/change/delete nothing."""
+"""The support role: read everything ACP stores, run the cancel and revoke actions, add/change/delete nothing."""
 
 from django.apps import apps
 from django.contrib.auth.models import Group, Permission
@@ -12,6 +12,8 @@ ACP_APP_LABELS = ("acp", "bindings", "commands", "acp_sessions")
 ACTION_PERMISSIONS = [
     ("bindings", "syncsession", "cancel_syncsession", "Can cancel prepared push/pull sessions"),
     ("commands", "controlcommand", "cancel_controlcommand", "Can cancel pending control commands"),
+    ("acp", "apitoken", "revoke_apitoken", "Can revoke API keys"),
+    ("acp", "pairingtoken", "revoke_pairingtoken", "Can revoke pending pairing tokens"),
 ]
 
 
