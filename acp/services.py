@@ -172,7 +172,7 @@ def pairing_token_exchange(*, raw: str, address: str, device_fields: dict, now=N
         return _pairing_exchange(raw=raw, device_fields=device_fields, now=now)
     except domain.Unauthenticated:
         window_start = now - timedelta(seconds=settings.ACP_PAIRING_FAILURE_WINDOW)
-        PairingFailure.objects.filter(address=address, created_at__lt=window_start).delete()
+        PairingFailure.objects.filter(created_at__lt=window_start).delete()  # the table holds one window
         PairingFailure.objects.create(address=address, created_at=now)
         raise
 

@@ -100,3 +100,12 @@ def test_the_database_refuses_a_device_key_orphaned_unrevoked(device):
     make_token(device.user, device=device)
     with pytest.raises(IntegrityError), transaction.atomic():
         device.delete()
+
+
+def test_create_token_command_mints_a_read_only_key(user, capsys):
+    from django.core.management import call_command
+
+    call_command("create_token", user.username, "--read-only")
+    raw = capsys.readouterr().out.strip().splitlines()[-1]
+    assert ApiToken.objects.get(key_hash=token_hash(raw)).scopes == ["read"]
+    assert make_client(raw).post("/v1/projects", {"name": "p"}, format="json").status_code == 403
