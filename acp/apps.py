@@ -6,6 +6,10 @@ class AcpConfig(composition.AcpAppConfig):
     verbose_name = "ACP registry"
     retention = "acp.selectors.retention_targets"
     dashboard = "acp.selectors.dashboard_counts"
+    support_actions = (
+        ("apitoken", "revoke_apitoken", "Can revoke API keys"),
+        ("pairingtoken", "revoke_pairingtoken", "Can revoke pending pairing tokens"),
+    )
 
     def ready(self):
         from acp.api import schema, throttling  # noqa: F401  (register the OpenAPI extensions, the rate-limit check)

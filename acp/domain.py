@@ -48,6 +48,14 @@ class InvalidTransition(Conflict):
     """That move is not allowed from the state `obj` is in."""
 
 
+class Unauthenticated(DomainError):
+    """A credential in the body (not the bearer token) is unknown: a pairing token that never existed."""
+
+
+class Gone(DomainError):
+    """The object existed but can no longer be used or shown (an expired or revoked pairing token, a key's secret)."""
+
+
 class IdempotencyKeyReused(DomainError):
     """The Idempotency-Key was first used with a different request."""
 

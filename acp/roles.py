@@ -1,4 +1,4 @@
-"""The support role: read everything ACP stores, run the cancel actions, add/change/delete nothing."""
+"""The support role: read everything ACP stores, run the cancel and revoke actions, add/change/delete nothing."""
 
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType

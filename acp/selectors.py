@@ -7,10 +7,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Q
+from django.utils import timezone
 
 from acp.cleanup import Target
 from acp.durations import parse_duration
-from acp.models import ApiToken, Device, IdempotencyKey, User
+from acp.models import ApiToken, Device, IdempotencyKey, PairingFailure, User
 from acp.serving import optimised, rawsql
 
 RECENTLY_SEEN = timedelta(minutes=5)
@@ -46,6 +47,18 @@ def _token_sql(vendor: str) -> str:
         f" LEFT JOIN {device} ON {device}.{rawsql.column(Device, 'id')} = {token}.{rawsql.column(ApiToken, 'device')}"
         f" WHERE {token}.{rawsql.column(ApiToken, 'key_hash')} = %s"
     )
+
+
+def pairing_retry_after(address: str, now=None) -> int | None:
+    """Seconds until `address` may try another pairing exchange, or None while under the failure limit."""
+    now = now or timezone.now()
+    window = timedelta(seconds=settings.ACP_PAIRING_FAILURE_WINDOW)
+    recent = PairingFailure.objects.filter(address=address, created_at__gte=now - window)
+    limit = settings.ACP_PAIRING_FAILURE_LIMIT
+    times = list(recent.order_by("-created_at").values_list("created_at", flat=True)[:limit])
+    if len(times) < limit:
+        return None
+    return max(1, int((times[-1] + window - now).total_seconds()) + 1)
 
 
 # --- retention and the support dashboard (acp.composition) ----------------------------------------------------------

@@ -198,6 +198,11 @@ ACP_RATELIMIT_USER = os.environ.get("ACP_RATELIMIT_USER", "600/minute")
 ACP_RATELIMIT_DEVICE = os.environ.get("ACP_RATELIMIT_DEVICE", "1200/minute")
 ACP_RATELIMIT_STORAGE_URL = os.environ.get("ACP_RATELIMIT_STORAGE_URL", "memory://")
 ACP_RATELIMIT_STORAGE_TIMEOUT = env_float("ACP_RATELIMIT_STORAGE_TIMEOUT", 0.5)  # seconds; then the request is let in
+ACP_PAIRING_TOKEN_TTL = env_int("ACP_PAIRING_TOKEN_TTL", 600)  # default life of a pairing token, seconds
+ACP_PAIRING_TOKEN_MAX_TTL = env_int("ACP_PAIRING_TOKEN_MAX_TTL", 3600)  # the longest `ttlSeconds` accepted
+# Exchanges with an unknown pairing token allowed per client address within the window; then 429.
+ACP_PAIRING_FAILURE_LIMIT = env_int("ACP_PAIRING_FAILURE_LIMIT", 10)
+ACP_PAIRING_FAILURE_WINDOW = env_int("ACP_PAIRING_FAILURE_WINDOW", 300)  # seconds
 
 # The body limit is enforced by RequestGuardMiddleware with a JSON 413; Django's own check agrees.
 DATA_UPLOAD_MAX_MEMORY_SIZE = ACP_MAX_BODY_BYTES
@@ -207,6 +212,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
         "acp.api.permissions.DeviceTokenScope",
+        "acp.api.permissions.KeyScopes",
     ],
     "DEFAULT_PARSER_CLASSES": ["acp.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -244,9 +250,13 @@ SPECTACULAR_SETTINGS = {
         "ThreadStatusEnum": "commands.choices.ThreadStatus",
     },
     "APPEND_COMPONENTS": {
-        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer"},
+            "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        },
     },
-    "SECURITY": [{"bearerAuth": []}],
+    # Alternatives: the key in `Authorization: Bearer` or in `X-API-Key`.
+    "SECURITY": [{"bearerAuth": []}, {"apiKeyAuth": []}],
 }
 
 # HSTS preload is a decision for the domain's owner (SECURE_HSTS_PRELOAD=1), not a default.

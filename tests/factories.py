@@ -4,8 +4,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from acp.models import ApiToken, Device, Environment, IdempotencyKey, Project
-from acp.services import token_create
+from acp.models import ApiToken, Device, Environment, IdempotencyKey, PairingToken, Project
+from acp.services import pairing_token_create, token_create
 from bindings.models import SyncSession, WorkspaceBinding
 from commands.models import ControlCommand, LocalSession, Thread
 from sessions.models import Launch, Workspace
@@ -34,8 +34,10 @@ def build_world(user):
     idempotency_key = IdempotencyKey.objects.create(
         user=user, key=f"key-{command.pk}", request_fingerprint="0" * 64, resource_id=command.pk
     )
+    pairing_token = pairing_token_create(user=user, name="pairing").pairing_token
     return {
         ApiToken: token,
+        PairingToken: pairing_token,
         IdempotencyKey: idempotency_key,
         Project: project,
         Environment: environment,

@@ -1,4 +1,4 @@
-"""Bearer token authentication: `Authorization: Bearer acp_…`."""
+"""API key authentication: `Authorization: Bearer acp_…`, or the same key in `X-API-Key: acp_…`."""
 
 from django.utils import timezone
 from rest_framework import authentication, exceptions
@@ -15,7 +15,8 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
-            return None
+            api_key = request.META.get("HTTP_X_API_KEY")
+            return None if api_key is None else authenticate_raw_token(api_key.strip())
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
         try:

@@ -77,6 +77,8 @@ _DOMAIN_ERRORS = [
     (domain.IdempotencyKeyReused, status.HTTP_422_UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
     (domain.InvalidInput, status.HTTP_400_BAD_REQUEST, "invalid_request"),
     (domain.NotFound, status.HTTP_404_NOT_FOUND, "not_found"),
+    (domain.Unauthenticated, status.HTTP_401_UNAUTHORIZED, "unauthorized"),
+    (domain.Gone, status.HTTP_410_GONE, "gone"),
 ]
 
 

@@ -12,8 +12,8 @@ _ENVELOPES: dict[tuple[str, type], type] = {}
 
 _ERROR_DESCRIPTIONS = {
     "400": "Invalid request: malformed JSON, wrong types, NUL characters; field errors in `details`.",
-    "401": "Missing, unknown, expired or revoked bearer token.",
-    "403": "The token may not do this (a device token outside daemon work).",
+    "401": "Missing, unknown, expired or revoked API key (`Authorization: Bearer` or `X-API-Key`).",
+    "403": "The key may not do this (a read-only key writing, a device key outside daemon work).",
     "404": "No such object, or not the caller's.",
     "413": "The body or the plan is over the size limit.",
     "415": "The body is not `application/json`.",
@@ -97,6 +97,12 @@ class AcpAutoSchema(AutoSchema):
         plural = one + ("es" if one.endswith("ch") else "s")
         return _SUMMARIES[action].format(plural=plural, one=one, a="an" if one[0] in "aeiou" else "a")
 
+    def get_operation(self, *args, **kwargs):
+        operation = super().get_operation(*args, **kwargs)
+        if operation is not None and not self.view.get_authenticators():
+            operation["security"] = []  # public (the pairing exchange: its body carries the credential)
+        return operation
+
     def get_response_serializers(self):
         serializer = super().get_response_serializers()
         key = getattr(self.view, "envelope_key", None)
@@ -120,9 +126,10 @@ class AcpAutoSchema(AutoSchema):
 
     def _error_codes(self) -> list[str]:
         codes = ["400"]
-        if self.get_auth():
+        authenticated = bool(self.view.get_authenticators())
+        if authenticated:
             codes += ["401", "403", "429"]
-        if "{" in self.path or self.get_auth():
+        if "{" in self.path or authenticated:
             codes.append("404")
         if self.method in _BODY_METHODS:
             codes += ["413", "415"]
@@ -132,8 +139,16 @@ class AcpAutoSchema(AutoSchema):
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Either header carries the key: `Authorization: Bearer acp_…` or `X-API-Key: acp_…`."""
+
     target_class = "acp.api.authentication.BearerTokenAuthentication"
-    name = "bearerAuth"
+    name = ["bearerAuth", "apiKeyAuth"]
+
+    def get_security_requirement(self, auto_schema):
+        return None  # SPECTACULAR_SETTINGS["SECURITY"] lists the two as alternatives
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "An `acp_…` user or device token."}
+        return [
+            {"type": "http", "scheme": "bearer", "description": "An `acp_…` user or device key."},
+            {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "The same key, in its own header."},
+        ]

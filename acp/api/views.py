@@ -110,6 +110,11 @@ class DeviceViewSet(OwnedModelViewSet):
         services.device_heartbeat(device=device, **payload.validated_data)
         return Response(self.wrap(DeviceSerializer(device, context=self.get_serializer_context()).data))
 
+    def destroy(self, request, *args, **kwargs):
+        """Deleting a device revokes its keys: they answer 401 from the next request on."""
+        services.device_delete(device=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 _STARTED = time.monotonic()
 

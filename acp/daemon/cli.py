@@ -1,24 +1,32 @@
-"""`python -m acp.daemon`: run the reference daemon until SIGINT/SIGTERM."""
+"""`python -m acp.daemon` (`acp-daemon`): run the reference daemon until SIGINT/SIGTERM; `… pair` pairs this machine."""
 
 import argparse
 import logging
 import signal
+import socket
 import sys
+from pathlib import Path
 
 from acp.daemon import __version__
 from acp.daemon.client import Stopped, Unauthorized
 from acp.daemon.daemon import DEFAULT_COMMAND, Config, Daemon, DaemonError
+from acp.daemon.pairing import PairingError, default_config_path, pair, stored_credentials
 
 logger = logging.getLogger("acp.daemon")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m acp.daemon",
-        description="Run launched coding sessions on this machine and obey their control commands.",
+        prog="acp-daemon",
+        description="Run launched coding sessions on this machine and obey their control commands. "
+        "First pair this machine: acp-daemon pair --url URL --code PAIRING_TOKEN.",
     )
     parser.add_argument("--url", required=True, help="The ACP server, e.g. http://127.0.0.1:8000")
-    parser.add_argument("--token", required=True, help="A user token, or this device's device token (with --device).")
+    parser.add_argument(
+        "--token",
+        help="A user token, or a device token (with --device). Default: the key `acp-daemon pair` stored for --url.",
+    )
+    add_config_argument(parser)
     parser.add_argument(
         "--device", help="This machine's device id. Without it: reuse this host's device named --name, or register one."
     )
@@ -37,16 +45,74 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def add_config_argument(parser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="The file holding paired keys (default: $ACP_DAEMON_CONFIG, else ~/.config/acp/daemon.json).",
+    )
+
+
+def parse_pair_args(argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="acp-daemon pair",
+        description="Pair this machine: trade a pairing token (POST /v1/local-runner-pairing-tokens) for this "
+        "device's own key, stored in a file only you can read.",
+    )
+    parser.add_argument("--url", required=True, help="The ACP server, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--code", required=True, help="The pairing token (acpp_…).")
+    parser.add_argument("--name", default=socket.gethostname(), help="The device's name (default: the host name).")
+    add_config_argument(parser)
+    return parser.parse_args(argv)
+
+
+def pair_main(argv) -> int:
+    args = parse_pair_args(argv)
+    config_path = args.config or default_config_path()
+    try:
+        entry = pair(url=args.url, code=args.code, name=args.name, config_path=config_path)
+    except PairingError as exc:
+        print(f"acp-daemon pair: {exc}", file=sys.stderr)
+        return 2
+    print(f"Paired this machine as device {entry['deviceName']!r} ({entry['deviceId']}) on {args.url}.")
+    print(f"Its key {entry['apiKeyPrefix']}… is stored in {config_path} (readable only by you).")
+    print(f"Start the daemon with: acp-daemon --url {args.url}")
+    return 0
+
+
+def credentials(args) -> tuple[str, str | None]:
+    """(token, device id): --token (and --device) as given, else what `pair` stored for --url."""
+    if args.token:
+        return args.token, args.device
+    config_path = args.config or default_config_path()
+    stored = stored_credentials(config_path, args.url)
+    if stored is None:
+        raise DaemonError(
+            f"No key for {args.url} in {config_path}: pair this machine first "
+            f"(acp-daemon pair --url {args.url} --code PAIRING_TOKEN) or pass --token."
+        )
+    return stored["apiKey"], args.device or stored["deviceId"]
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pair"]:
+        return pair_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(threadName)s: %(message)s", stream=sys.stderr
     )
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))  # one line per request
+    try:
+        token, device_id = credentials(args)
+    except DaemonError as exc:
+        logger.error("%s", exc)
+        return 2
     config = Config(
         url=args.url,
-        token=args.token,
-        device_id=args.device,
+        token=token,
+        device_id=device_id,
         command=args.command,
         wait=args.wait,
         heartbeat_interval=args.heartbeat_interval,

@@ -36,6 +36,17 @@ TERMINATE_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 SEEN_LAUNCH_MEMORY = 600.0  # seconds a handled launch id is remembered (longer than any launch deadline)
 
 
+def device_report() -> dict:
+    """What this machine tells the server about itself (registration, pairing, heartbeats)."""
+    return {
+        "platform": sys.platform,
+        "hostname": socket.gethostname(),
+        "daemonVersion": __version__,
+        "appVersion": f"python {platform.python_version()}",
+        "capabilities": CAPABILITIES,
+    }
+
+
 class DaemonError(Exception):
     """A condition the daemon cannot run with (unknown device, refused token)."""
 
@@ -93,13 +104,7 @@ class Daemon:
         return device["id"]
 
     def _device_report(self) -> dict:
-        return {
-            "platform": sys.platform,
-            "hostname": socket.gethostname(),
-            "daemonVersion": __version__,
-            "appVersion": f"python {platform.python_version()}",
-            "capabilities": CAPABILITIES,
-        }
+        return device_report()
 
     def heartbeat(self) -> None:
         response = self.api.post(f"/v1/devices/{self.device_id}/heartbeat", self._device_report())

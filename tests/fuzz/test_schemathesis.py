@@ -16,6 +16,7 @@ import pytest
 from django.utils import timezone
 
 from acp.models import Device, Environment, Project
+from acp.services import pairing_token_create
 from bindings.models import SyncSession, WorkspaceBinding
 from commands.models import ControlCommand, LocalSession, Thread
 from sessions.models import Launch, Workspace
@@ -60,6 +61,8 @@ def seed(user) -> tuple[dict[str, str], dict[str, str]]:
         "/v1/devices/{id}/heartbeat": device.pk,
         "/v1/workspace-bindings/{id}": binding.pk,
         "/api/v1/workspaces/{id}": workspace.pk,
+        # API keys stay unpinned: revoking the fuzzer's own key would end the run.
+        "/v1/local-runner-pairing-tokens/{id}": pairing_token_create(user=user).pairing_token.pk,
     }
     for path in ("", "/cancel"):
         by_path[f"/v1/workspace-bindings/{{bindingId}}/push-sessions/{{id}}{path}"] = push.pk

@@ -124,8 +124,10 @@ class ProcessManager:
         wait_until(lambda: self._healthy(server), 30, 0.1, f"{name} to answer /healthz")
         return server
 
-    def start_daemon(self, server: Server, token: str, *args: str, name: str = "acp-daemon") -> Process:
-        command = [sys.executable, "-m", "acp.daemon", "--url", server.url, "--token", token,
+    def start_daemon(self, server: Server, token: str | None, *args: str, name: str = "acp-daemon") -> Process:
+        """The reference daemon; `token=None` runs it without --token (on the key `acp-daemon pair` stored)."""
+        credentials = ["--token", token] if token else []
+        command = [sys.executable, "-m", "acp.daemon", "--url", server.url, *credentials,
                    "--wait", "5", "--heartbeat-interval", "1", "--max-backoff", "1", *args]  # fmt: skip
         environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
         daemon = Process(name, self._spawn(name, command, environment), self._log_path(name))
