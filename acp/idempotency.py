@@ -9,13 +9,14 @@ refused as in flight. Keys live `ACP_IDEMPOTENCY_TTL`; an unanswered claim whose
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
 from datetime import timedelta
 
+from cryptography.fernet import Fernet
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from acp.domain import IdempotencyKeyInFlight, IdempotencyKeyReused
@@ -54,6 +55,7 @@ def idempotency_key_claim(*, user, key: str, fingerprint: str, now=None) -> Clai
         record.request_fingerprint = fingerprint
         record.response_status = record.resource_id = None
         record.response_body = ""
+        record.sealed = False
         record.created_at = now
         record.save()
         return Claim(record, None)
@@ -61,7 +63,8 @@ def idempotency_key_claim(*, user, key: str, fingerprint: str, now=None) -> Clai
         raise IdempotencyKeyReused("This Idempotency-Key was already used with a different request.")
     if record.response_status is None:
         raise IdempotencyKeyInFlight("A request with this Idempotency-Key is still in progress; retry later.")
-    return Claim(record, (record.response_status, record.response_body))
+    body = _fernet().decrypt(record.response_body.encode()).decode() if record.sealed else record.response_body
+    return Claim(record, (record.response_status, body))
 
 
 def _expired(record: IdempotencyKey, now) -> bool:
@@ -70,16 +73,22 @@ def _expired(record: IdempotencyKey, now) -> bool:
     return record.created_at < now - parse_duration(settings.ACP_IDEMPOTENCY_TTL)
 
 
-def idempotency_key_store(*, record: IdempotencyKey, status: int, body: str, resource_id=None) -> IdempotencyKey:
-    """Remember the answer given to the first request with this key (its JSON as sent, and what it created)."""
+def idempotency_key_store(
+    *, record: IdempotencyKey, status: int, body: str, resource_id=None, sealed: bool = False
+) -> IdempotencyKey:
+    """Remember the answer given to the first request with this key (its JSON as sent, and what it created).
+
+    `sealed`: the answer holds a secret that is otherwise stored only hashed, so it is kept encrypted with a key
+    derived from SECRET_KEY (a copy of the database alone does not reveal it), and the admin does not show it.
+    """
     record.response_status = status
-    record.response_body = body
+    record.response_body = _fernet().encrypt(body.encode()).decode() if sealed else body
     record.resource_id = resource_id
-    record.save(update_fields=["response_status", "response_body", "resource_id", "updated_at"])
+    record.sealed = sealed
+    record.save(update_fields=["response_status", "response_body", "resource_id", "sealed", "updated_at"])
     return record
 
 
-@transaction.atomic
-def idempotency_key_release(*, record: IdempotencyKey) -> None:
-    """Forget an unanswered claim (its request failed before it had an answer worth replaying)."""
-    IdempotencyKey.objects.filter(pk=record.pk, response_status__isnull=True).delete()
+def _fernet() -> Fernet:
+    digest = hashlib.sha256(f"acp.idempotency:{settings.SECRET_KEY}".encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))

@@ -225,6 +225,9 @@ class IdempotencyKey(OwnedModel):
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
     response_body = models.TextField(blank=True, default="", help_text="The first answer's JSON, byte for byte.")
     resource_id = models.UUIDField(null=True, blank=True, help_text="The id of what the first request created.")
+    sealed = models.BooleanField(
+        default=False, help_text="The answer holds a secret (a new key): stored encrypted, shown to nobody here."
+    )
 
     class Meta(OwnedModel.Meta):
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_one_per_user_and_key")]
@@ -234,4 +237,6 @@ class IdempotencyKey(OwnedModel):
 
     @property
     def response_json(self):
-        return json.loads(self.response_body) if self.response_body else None
+        if self.sealed or not self.response_body:
+            return None
+        return json.loads(self.response_body)

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from acp.cleanup import Target
 from acp.durations import parse_duration
-from acp.models import ApiToken, Device, IdempotencyKey, PairingFailure, User
+from acp.models import ApiToken, Device, IdempotencyKey, PairingFailure, PairingToken, User
 from acp.serving import optimised, rawsql
 
 RECENTLY_SEEN = timedelta(minutes=5)
@@ -65,10 +65,12 @@ def pairing_retry_after(address: str, now=None) -> int | None:
 
 
 def retention_targets(*, cutoff, now, **options) -> list[Target]:
-    """API tokens revoked, or expired, before `cutoff` (they authenticate nothing any more)."""
+    """API tokens revoked or expired, and pairing tokens expired, before `cutoff` (they authenticate nothing any
+    more); idempotency keys older than ACP_IDEMPOTENCY_TTL."""
     idempotency_cutoff = now - parse_duration(settings.ACP_IDEMPOTENCY_TTL)
     return [
         Target("API tokens", ApiToken.objects.filter(Q(revoked_at__lt=cutoff) | Q(expires_at__lt=cutoff))),
+        Target("pairing tokens", PairingToken.objects.filter(expires_at__lt=cutoff)),
         Target("idempotency keys", IdempotencyKey.objects.filter(created_at__lt=idempotency_cutoff)),
     ]
 

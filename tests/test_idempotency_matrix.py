@@ -39,6 +39,8 @@ CASES = {
         "payload": {"text": "hello"},
     },
     "api/v1/workspaces": lambda w: {"name": "w"},
+    "v1/local-runner-pairing-tokens": lambda w: {"name": "laptop"},
+    "v1/api-keys": lambda w: {"name": "ci"},
     # The world's machine is offline: the launch is answered at once (machine_offline), and recorded.
     "api/v1/workspaces/<uuid:workspace_id>/sessions": lambda w: {"initial_prompt": "go"},
 }
@@ -173,3 +175,15 @@ def test_a_launch_still_waiting_for_its_daemon_is_in_flight_409_then_replays_its
     after = client.post(path, {}, format="json", HTTP_IDEMPOTENCY_KEY="L")
     assert (after.status_code, after.json()) == first["answer"]
     assert Launch.objects.filter(user=user).count() == 2  # the world's launch and the one request's
+
+
+@pytest.mark.django_db
+def test_an_answer_holding_a_new_key_is_stored_sealed_and_still_replayed():
+    user = make_user("keeper")
+    client = make_client(make_token(user))
+    first = client.post("/v1/api-keys", {"name": "ci"}, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    secret = first.json()["key"]
+    record = IdempotencyKey.objects.get(user=user, key="k")
+    assert record.sealed and secret not in record.response_body and record.response_json is None
+    again = client.post("/v1/api-keys", {"name": "ci"}, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert again.content == first.content

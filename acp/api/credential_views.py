@@ -19,6 +19,7 @@ from acp.api.credential_serializers import (
     PairingTokenCreateSerializer,
     PairingTokenSerializer,
 )
+from acp.api.idempotency import idempotent
 from acp.api.registry_serializers import DeviceSerializer
 from acp.api.schema import envelope_serializer
 from acp.api.serializers import ErrorSerializer
@@ -36,6 +37,7 @@ class PairingTokenViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.Gen
     http_method_names = ["get", "post", "head", "options"]
 
     @extend_schema(request=PairingTokenCreateSerializer, responses={201: IssuedPairingTokenSerializer})
+    @idempotent(sealed=True)
     def create(self, request, *args, **kwargs):
         payload = PairingTokenCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -56,6 +58,7 @@ class PairingTokenViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.Gen
         return Response(self.wrap(self.get_serializer(outcome.obj).data))
 
     @extend_schema(
+        summary="Exchange a pairing token for a device and its key (no authentication)",
         request=PairingExchangeSerializer,
         responses={
             200: PairingExchangeResultSerializer,
@@ -99,6 +102,7 @@ class ApiKeyViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.GenericVi
     http_method_names = ["get", "post", "head", "options"]
 
     @extend_schema(request=ApiKeyCreateSerializer, responses={201: IssuedApiKeySerializer})
+    @idempotent(sealed=True)
     def create(self, request, *args, **kwargs):
         payload = ApiKeyCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -121,6 +125,7 @@ class ApiKeyViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.GenericVi
         return Response(self.wrap(self.get_serializer(token).data))
 
     @extend_schema(
+        summary="Reveal an API key's secret (always refused: 410)",
         request=None,
         responses={410: OpenApiResponse(ErrorSerializer, "Keys are stored hashed: a secret is shown only once.")},
     )

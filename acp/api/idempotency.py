@@ -19,7 +19,6 @@ from acp.domain import Conflict
 from acp.idempotency import (
     Claim,
     idempotency_key_claim,
-    idempotency_key_release,
     idempotency_key_store,
     request_fingerprint,
 )
@@ -39,8 +38,13 @@ PARAMETER = OpenApiParameter(
 )
 
 
-def idempotent(view_method):
-    """Make a DRF view method (one that creates) honour `Idempotency-Key`. The schema documents it (acp.api.schema)."""
+def idempotent(view_method=None, *, sealed: bool = False):
+    """Make a DRF view method (one that creates) honour `Idempotency-Key`. The schema documents it (acp.api.schema).
+
+    `@idempotent(sealed=True)` for an answer that holds a secret (a new key): it is stored encrypted.
+    """
+    if view_method is None:
+        return functools.partial(idempotent, sealed=sealed)
 
     @functools.wraps(view_method)
     def wrapper(view, request, *args, **kwargs):
@@ -56,7 +60,7 @@ def idempotent(view_method):
                 response = view_method(view, request, *args, **kwargs)
             except Conflict as exc:
                 response = view.handle_exception(exc)
-            _remember(view, claim, response)
+            _remember(view, claim, response, sealed=sealed)
         return response
 
     wrapper.idempotent = True
@@ -67,23 +71,22 @@ def _replay(status: int, body: str) -> HttpResponse:
     return HttpResponse(body, status=status, content_type="application/json", headers={REPLAYED_HEADER: "true"})
 
 
-def _remember(view, claim: Claim, response) -> None:
-    """Store the answer now, or, for an answer that comes after the transaction (a long-poll), when it comes."""
+def _remember(view, claim: Claim, response, *, sealed: bool) -> None:
+    """Store the answer now, or, for an answer that comes after the transaction (a long-poll), when it comes.
+
+    A long-poll's every answer is stored, a 503 or 504 included: each names the launch that was recorded, and a
+    retry must not record a second one.
+    """
     long_poll = getattr(response, "long_poll", None)
     if long_poll is None:
         body = JSONRenderer().render(response.data).decode()  # what DRF sends: a replay is byte for byte the same
         created_id = _created_id(view, response)
-        idempotency_key_store(record=claim.record, status=response.status_code, body=body, resource_id=created_id)
+        idempotency_key_store(
+            record=claim.record, status=response.status_code, body=body, resource_id=created_id, sealed=sealed
+        )
         return
     record = claim.record
-
-    def store_answer(status, body):
-        if status >= 500 and status != 504:
-            idempotency_key_release(record=record)
-        else:
-            idempotency_key_store(record=record, status=status, body=body)
-
-    long_poll.on_answer = store_answer
+    long_poll.on_answer = lambda status, body: idempotency_key_store(record=record, status=status, body=body)
 
 
 def _created_id(view, response):

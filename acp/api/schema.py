@@ -40,6 +40,8 @@ RESOURCES = [
     ("/v1/devices", "devices", "device"),
     ("/v1/projects", "projects", "project"),
     ("/v1/environments", "environments", "environment"),
+    ("/v1/local-runner-pairing-tokens", "pairing tokens", "pairing token"),
+    ("/v1/api-keys", "API keys", "API key"),
     ("/api/v1/workspaces/{workspace_id}/sessions", "launches", "launch"),
     ("/api/v1/workspaces", "workspaces", "workspace"),
     ("/api/v1/machines", "machines", "machine"),
@@ -50,6 +52,7 @@ _SUMMARIES = {
     "retrieve": "Get {a} {one}",
     "partial_update": "Update {a} {one}",
     "destroy": "Delete {a} {one}",
+    "revoke": "Revoke {a} {one}",
 }
 
 

@@ -25,6 +25,7 @@ class Migration(migrations.Migration):
                 ('response_status', models.PositiveSmallIntegerField(blank=True, null=True)),
                 ('response_body', models.TextField(blank=True, default='', help_text="The first answer's JSON, byte for byte.")),
                 ('resource_id', models.UUIDField(blank=True, help_text='The id of what the first request created.', null=True)),
+                ('sealed', models.BooleanField(default=False, help_text='The answer holds a secret (a new key): stored encrypted, shown to nobody here.')),
                 ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
             ],
             options={

@@ -16,8 +16,8 @@ from django.db import models
 from django.utils import timezone
 
 from acp.cleanup import cleanup_targets, referencing_relations
-from acp.models import ApiToken, IdempotencyKey
-from acp.services import token_create
+from acp.models import ApiToken, IdempotencyKey, PairingToken
+from acp.services import pairing_token_create, token_create
 from bindings.models import SyncSession
 from commands.models import ControlCommand, LocalSession
 from sessions.models import Launch
@@ -54,6 +54,7 @@ def doomed_rows(world, user):
     )
     return {
         ApiToken: aged_token(user),
+        PairingToken: aged(pairing_token_create(user=user).pairing_token, expires_at=OLD),
         SyncSession: aged(
             SyncSession.objects.create(
                 user=user,

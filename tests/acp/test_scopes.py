@@ -2,13 +2,13 @@
 isolation matrix, so a new endpoint is covered without editing this file."""
 
 import pytest
-from django.urls import URLResolver, get_resolver
 
 from acp.models import ApiToken
 from sessions.models import Workspace
 from tests.conftest import make_client, make_token, make_user
 from tests.factories import build_world
-from tests.test_isolation_matrix import API_PREFIXES, path_for
+from tests.test_isolation_matrix import path_for
+from tests.urlconf import api_patterns, route_methods
 
 pytestmark = pytest.mark.django_db
 
@@ -18,20 +18,8 @@ PUBLIC = {("post", "v1/local-runner-pairing-tokens/exchange")}
 
 
 def api_write_routes():
-    def walk(patterns, prefix=""):
-        for pattern in patterns:
-            if isinstance(pattern, URLResolver):
-                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
-            else:
-                yield prefix + str(pattern.pattern), pattern.callback
-
-    for route, callback in walk(get_resolver().url_patterns):
-        if not route.startswith(API_PREFIXES):
-            continue
-        methods = getattr(callback, "actions", None) or {
-            m: m for m in callback.cls.http_method_names if m not in ("head", "options", "put")
-        }
-        for method in methods:
+    for route, callback in api_patterns():
+        for method in route_methods(callback):
             if method not in READ_METHODS and (method, route) not in PUBLIC:
                 yield pytest.param(route, method, callback.cls, id=f"{method.upper()} /{route}")
 

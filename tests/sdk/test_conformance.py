@@ -17,12 +17,6 @@ from tests.sdk.sdk_calls import sdk_calls, served_by_acp
 
 # Served SDK methods without a case yet: reviewed, each with the reason; the lead shrinks this list.
 NOT_YET_COVERED = {
-    "local_bridge.create_runner_pairing_token": "issue 14 (pairing tokens) adds the endpoint and its case",
-    "local_bridge.get_runner_pairing_token": "issue 14",
-    "local_bridge.exchange_runner_pairing_token": "issue 14",
-    "api_keys.create": "issue 14 (API keys)",
-    "api_keys.list": "issue 14",
-    "api_keys.revoke": "issue 14",
     "local_bridge.ingest_thread_events": "the thread timeline adds the endpoint and its case",
     "threads.get_events": "the thread timeline adds the endpoint and its case",
     "threads.stream_events": "the thread timeline (SSE) adds the endpoint and its case",
@@ -243,6 +237,36 @@ def _local_sessions_and_commands(sdk, world):
     assert acked["status"] == "completed"
     refused(lambda: bridge.poll_local_session_commands(thread, session["id"], since="x"), 400, "invalid_request")
     assert bridge.complete_local_session(thread, session["id"], status="completed")["completedAt"]
+
+
+# --- pairing and API keys ----------------------------------------------------------------------------------------
+
+
+@case(
+    "local_bridge.create_runner_pairing_token",
+    "local_bridge.get_runner_pairing_token",
+    "local_bridge.exchange_runner_pairing_token",
+)
+def _pairing(sdk, world):
+    bridge = sdk.local_bridge
+    created = bridge.create_runner_pairing_token(name="sdk laptop", ttlSeconds=120)
+    assert created["pairingToken"]["status"] == "pending" and created["token"].startswith(
+        created["pairingToken"]["tokenPrefix"]
+    )
+    assert bridge.get_runner_pairing_token(created["pairingToken"]["id"])["status"] == "pending"
+    exchanged = bridge.exchange_runner_pairing_token(token=created["token"], device={"name": "sdk laptop"})
+    assert exchanged["pairingToken"]["deviceId"] == exchanged["device"]["id"]
+    assert exchanged["apiKey"].startswith(exchanged["apiKeyPrefix"])
+    refused(lambda: bridge.exchange_runner_pairing_token(token=created["token"], device={"name": "x"}), 409, "conflict")
+
+
+@case("api_keys.create", "api_keys.list", "api_keys.revoke", "api_keys.reveal")
+def _api_keys(sdk, world):
+    created = sdk.api_keys.create(name="ci", scopes=["read"])
+    assert created["apiKey"]["scopes"] == ["read"] and created["key"].startswith(created["apiKey"]["prefix"])
+    assert "ci" in {key["name"] for key in sdk.api_keys.list()}
+    refused(lambda: sdk.api_keys.reveal(created["apiKey"]["id"]), 410, "gone")
+    assert sdk.api_keys.revoke(created["apiKey"]["id"])["apiKey"]["revokedAt"]
 
 
 # --- the client's own calls ---------------------------------------------------------------------------------------
