@@ -100,7 +100,12 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # With the database unreachable a request fails (503) within this, not after the kernel's TCP timeout.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DATABASE_POOL", False):
+    from psycopg_pool import ConnectionPool
+
     # Under ASGI every request runs in a fresh thread, so per-thread persistent connections
     # are never reused; psycopg's pool hands the same few connections out instead.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -108,6 +113,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
         "min_size": env_int("DATABASE_POOL_MIN", 2),
         "max_size": env_int("DATABASE_POOL_MAX", 20),
         "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
+        # A connection killed while idle in the pool (a restart, pg_terminate_backend) is replaced, not handed out.
+        "check": ConnectionPool.check_connection,
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -172,6 +179,11 @@ ACP_LONG_POLL_MAX_WAIT = env_float("ACP_LONG_POLL_MAX_WAIT", 30.0)
 ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)
 # Threads per server process for requests' synchronous code under ASGI (acp/request_threads.py).
 ACP_REQUEST_THREADS = env_int("ACP_REQUEST_THREADS", 4)
+# The LISTEN connection's round trip: every INTERVAL seconds, failing after TIMEOUT (a frozen backend, a dead route).
+ACP_LISTENER_CHECK_INTERVAL = env_float("ACP_LISTENER_CHECK_INTERVAL", 10.0)
+ACP_LISTENER_CHECK_TIMEOUT = env_float("ACP_LISTENER_CHECK_TIMEOUT", 5.0)
+# On SIGTERM: waiters are answered at once; requests still running after this many seconds are cut (acp/shutdown.py).
+ACP_SHUTDOWN_GRACE = env_float("ACP_SHUTDOWN_GRACE", 10.0)
 ACP_TOKEN_TOUCH_INTERVAL = env_int("ACP_TOKEN_TOUCH_INTERVAL", 60)  # seconds between lastUsedAt writes
 
 # The body limit is enforced by RequestGuardMiddleware with a JSON 413; Django's own check agrees.

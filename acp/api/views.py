@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from acp import services
+from acp.api.errors import ServiceUnavailable
 from acp.api.registry_serializers import (
     DeviceHeartbeatSerializer,
     DeviceSerializer,
@@ -19,6 +20,7 @@ from acp.api.schema import envelope_serializer
 from acp.api.viewsets import OwnedModelViewSet
 from acp.filtersets import DeviceFilterSet
 from acp.models import Device, Environment, Project
+from acp.realtime import get_listener
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +56,18 @@ class DeviceViewSet(OwnedModelViewSet):
 
 
 def healthz(request):
-    """Liveness and database reachability, without auth."""
+    """Liveness and database reachability, without auth; the long-polls' listener as detail.
+
+    The listener does not make the process unhealthy: while it reconnects, waiters re-check on a short timer.
+    """
+    detail = {"listener": get_listener().state()}
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except Exception:  # any database failure means "not healthy", never a 500 page
-        logger.exception("healthz: database check failed")
-        return JsonResponse({"status": "error", "database": "unreachable"}, status=503)
-    return JsonResponse({"status": "ok", "database": "ok"})
+        logger.warning("healthz: database check failed", exc_info=True)
+        response = JsonResponse({"status": "error", "database": "unreachable", **detail}, status=503)
+        response["Retry-After"] = str(ServiceUnavailable.wait)
+        return response
+    return JsonResponse({"status": "ok", "database": "ok", **detail})

@@ -178,8 +178,3 @@ class ControlCommandAckSerializer(serializers.Serializer):
         if acknowledged_at and completed_at and completed_at < acknowledged_at:
             raise serializers.ValidationError({"completedAt": ["Must not be before acknowledgedAt."]})
         return attrs
-
-
-class PollParamsSerializer(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, max_value=100, default=50)
-    wait = serializers.FloatField(min_value=0, default=0)

@@ -3,7 +3,6 @@
 import hashlib
 import json
 
-from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from django.http import Http404
@@ -15,12 +14,12 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from acp.api.errors import ApiError, Conflict, StateTransitionConflict
+from acp.api.longpoll import LongPoll, LongPollResponse, PollParamsSerializer, poll_parameters
 from acp.api.pagination import list_envelope
 from acp.api.permissions import token_device_id
 from acp.api.schema import envelope_serializer
 from acp.api.serializers import ErrorSerializer
 from acp.api.viewsets import OwnedViewSetMixin
-from acp.realtime import LongPoll
 from commands import selectors, services
 from commands.api.serializers import (
     ControlCommandAckSerializer,
@@ -30,7 +29,6 @@ from commands.api.serializers import (
     LocalSessionCreateSerializer,
     LocalSessionHeartbeatSerializer,
     LocalSessionSerializer,
-    PollParamsSerializer,
     ThreadSerializer,
 )
 from commands.filtersets import ControlCommandFilterSet, LocalSessionFilterSet, ThreadFilterSet
@@ -163,14 +161,6 @@ class LocalSessionViewSet(DomainErrorsMixin, OwnedViewSetMixin, mixins.ListModel
         return Response(self.wrap(self.get_serializer(outcome.obj).data))
 
 
-POLL_PARAMETERS = [
-    OpenApiParameter("limit", OpenApiTypes.INT, description="How many commands, 1–100 (default 50)."),
-    OpenApiParameter(
-        "wait",
-        OpenApiTypes.NUMBER,
-        description="Seconds to wait for a command when none is pending (default 0; capped at 30).",
-    ),
-]
 PollEnvelope = inline_serializer(
     "ControlCommandPoll",
     {
@@ -316,7 +306,7 @@ class ControlCommandViewSet(DomainErrorsMixin, OwnedViewSetMixin, mixins.ListMod
         return Response(self.wrap(self.get_serializer(outcome.obj).data))
 
     @extend_schema(
-        parameters=POLL_PARAMETERS,
+        parameters=poll_parameters("commands"),
         responses={200: PollEnvelope},
         summary="Fetch pending control commands (the daemon's poll), oldest first",
         description="With `wait`, waits until a command is pending or `wait` seconds pass.",
@@ -324,8 +314,7 @@ class ControlCommandViewSet(DomainErrorsMixin, OwnedViewSetMixin, mixins.ListMod
     def poll(self, request, *args, **kwargs):
         params = PollParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        limit = params.validated_data["limit"]
-        wait = min(params.validated_data["wait"], settings.ACP_LONG_POLL_MAX_WAIT)
+        limit, wait = params.validated_data["limit"], params.validated_data["wait"]
         scope = {
             "user": request.user,
             "thread_id": self.kwargs["threadId"],
@@ -342,17 +331,18 @@ class ControlCommandViewSet(DomainErrorsMixin, OwnedViewSetMixin, mixins.ListMod
         if envelope["data"]:
             return Response(envelope)
         self.require_session()
-        response = Response(envelope)
-        if wait > 0:
+        if wait == 0:
+            return Response(envelope)
 
-            def check():
-                found = fetch()
-                return (200, found) if found["data"] else None
+        def check():
+            found = fetch()
+            return (200, found) if found["data"] else None
 
-            response.long_poll = LongPoll(
+        return LongPollResponse(
+            LongPoll(
                 key=services.command_notify_key(scope["session_id"]),
                 timeout=wait,
                 check=check,
-                on_timeout=lambda: (200, list_envelope([], 0, False)),
+                on_timeout=lambda: (200, envelope),
             )
-        return response
+        )

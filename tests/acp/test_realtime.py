@@ -1,11 +1,12 @@
-"""Long-poll waiting (acp/realtime.py): the timer re-check, the last resort for a wake-up that never came."""
+"""Long-poll waiting (acp/api/longpoll.py): the timer re-check, the last resort for a wake-up that never came."""
 
 import asyncio
 import time
 
 import pytest
 
-from acp.realtime import LongPoll, get_listener, wait_for
+from acp.api.longpoll import LongPoll, wait_for
+from acp.realtime import get_listener
 
 
 def poll_that_turns_true(after: float, *, timeout: float) -> LongPoll:

@@ -5,6 +5,7 @@ Every process started here is ended by the fixture's finalizer (SIGTERM, then SI
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -50,6 +51,26 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, message: str =
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def listener_state(base_url: str) -> dict:
+    """The server's LISTEN connection and its number of waiting long-polls, from its /healthz."""
+    return httpx.get(f"{base_url}/healthz", timeout=5).json()["listener"]
+
+
+def wait_for_waiters(base_url: str, count: int, timeout: float = 30) -> None:
+    """Until `count` long-polls wait in the server at `base_url` (subscribed: a notification now wakes them)."""
+    wait_until(lambda: listener_state(base_url)["waiters"] >= count, timeout, 0.05, f"{count} waiters")
+
+
+async def until_waiters(base_url: str, count: int, timeout: float = 30) -> None:
+    """`wait_for_waiters` for a test whose clients run in this event loop (they must keep running meanwhile)."""
+    async with httpx.AsyncClient(timeout=timeout) as client:  # behind the polls in the queue of request threads
+        deadline = time.monotonic() + timeout
+        while (await client.get(f"{base_url}/healthz")).json()["listener"]["waiters"] < count:
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout}s waiting for {count} waiters")
+            await asyncio.sleep(0.05)
 
 
 @dataclass
