@@ -9,8 +9,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "acp.settings")
 django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
 
 from acp.request_threads import PooledThreadsASGIHandler  # noqa: E402 - needs the apps loaded
+from acp.shutdown import GracefulShutdown  # noqa: E402
 
-application = PooledThreadsASGIHandler()
+application = GracefulShutdown(PooledThreadsASGIHandler())
 
 
 def tune_garbage_collector() -> None:

@@ -97,6 +97,8 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        # With the pool, Django makes this the pool's check (acp/dbpool.py): a connection killed while idle in the
+        # pool (a restart, pg_terminate_backend) is replaced, not handed out.
         conn_health_checks=True,
     )
 }
@@ -104,17 +106,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # With the database unreachable a request fails (503) within this, not after the kernel's TCP timeout.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DATABASE_POOL", False):
-    from psycopg_pool import ConnectionPool
-
     # Under ASGI every request runs in a fresh thread, so per-thread persistent connections
     # are never reused; psycopg's pool hands the same few connections out instead.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN", 2),
         "max_size": env_int("DATABASE_POOL_MAX", 20),
-        "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
-        # A connection killed while idle in the pool (a restart, pg_terminate_backend) is replaced, not handed out.
-        "check": ConnectionPool.check_connection,
+        # Seconds a request waits for a connection: with the database down, it answers 503 after this.
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 4.0),
+        # A failed attempt to open a connection is retried with a growing delay; giving up once no request can
+        # still be waiting for it lets the next request try again at once, so a restarted database is used at once.
+        "reconnect_timeout": env_float("DATABASE_POOL_TIMEOUT", 4.0),
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(

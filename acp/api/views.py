@@ -65,8 +65,8 @@ def healthz(request):
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
-    except Exception:  # any database failure means "not healthy", never a 500 page
-        logger.warning("healthz: database check failed", exc_info=True)
+    except Exception as exc:  # any database failure means "not healthy", never a 500 page
+        logger.warning("healthz: database check failed: %s", exc)
         response = JsonResponse({"status": "error", "database": "unreachable", **detail}, status=503)
         response["Retry-After"] = str(ServiceUnavailable.wait)
         return response

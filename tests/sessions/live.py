@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,9 +69,9 @@ async def until_waiters(base_url: str, count: int, timeout: float = 30) -> None:
     """`wait_for_waiters` for a test whose clients run in this event loop (they must keep running meanwhile)."""
     async with httpx.AsyncClient(timeout=timeout) as client:  # behind the polls in the queue of request threads
         deadline = time.monotonic() + timeout
-        while (await client.get(f"{base_url}/healthz")).json()["listener"]["waiters"] < count:
+        while (waiters := (await client.get(f"{base_url}/healthz")).json()["listener"]["waiters"]) < count:
             if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout}s waiting for {count} waiters")
+                pytest.fail(f"timed out after {timeout}s waiting for {count} waiters ({waiters} waiting)")
             await asyncio.sleep(0.05)
 
 
@@ -178,3 +180,70 @@ def process_state(pid: int) -> str | None:
     except FileNotFoundError:
         return None
     return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _postgres_bindir() -> Path:
+    candidates = [*sorted(Path("/usr/lib/postgresql").glob("*/bin")), Path(shutil.which("pg_ctl") or "/").parent]
+    for candidate in candidates:
+        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
+            return candidate
+    pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found")
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL cluster of a test's own (initdb on a free port, as bin/test does), to stop and start at will.
+
+    Run as the `postgres` user when the tests run as root (PostgreSQL refuses root). `remove()` stops and deletes it.
+    """
+
+    directory: Path
+    port: int
+    bindir: Path
+
+    @classmethod
+    def create(cls) -> Postgres:
+        directory = Path(tempfile.mkdtemp(prefix="acp-fault-pg-"))
+        postgres = cls(directory, free_port(), _postgres_bindir())
+        if os.getuid() == 0:
+            shutil.chown(directory, "postgres")
+        postgres._run("initdb", "-D", str(directory / "data"), "-U", "acp", "--auth=trust", "--no-locale")
+        postgres.start()
+        postgres._run("createdb", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "acp", "acp")
+        return postgres
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.directory / "server.log")
+        self._run("pg_ctl", "-D", str(self.directory / "data"), "-l", log, "-w", "-t", "30", "-o", options, "start")
+
+    def stop(self, mode: str = "immediate") -> None:
+        self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def url(self, application_name: str) -> str:
+        return f"postgres://acp@127.0.0.1:{self.port}/acp?application_name={application_name}"
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(self.url("acp-test"), autocommit=True) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def manage(self, *args: str) -> str:
+        """`manage.py ARGS` against this cluster; its output."""
+        environment = {**os.environ, "DATABASE_URL": self.url("acp-manage"), "SECRET_KEY": "live-test-secret-key"}
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=environment, capture_output=True, text=True
+        )
+        if done.returncode:
+            pytest.fail(f"manage.py {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    def _run(self, program: str, *args: str) -> None:
+        run_as = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        subprocess.run([*run_as, str(self.bindir / program), *args], check=True, capture_output=True, timeout=60)

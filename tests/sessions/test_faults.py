@@ -1,0 +1,218 @@
+"""Faults caused for real against real server processes: a frozen LISTEN backend, PostgreSQL stopped and started,
+every pooled connection killed, SIGTERM to a server holding waiters.
+
+The database tests run on a PostgreSQL cluster of their own (`Postgres`), which they stop and start.
+"""
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+from django.db import connection
+
+from acp.realtime import get_listener
+from sessions import services
+from sessions.choices import LaunchStatus
+from sessions.models import Launch
+from tests.conftest import make_token
+from tests.sessions.live import Postgres, listener_state, until_waiters, wait_for_waiters, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def listener_backends() -> list[int]:
+    """The pids of the LISTEN connections to the test database (this process's own listener is stopped)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'acp-listener' AND datname = current_database()"
+        )
+        return [pid for (pid,) in cursor.fetchall()]
+
+
+# --- the listener ------------------------------------------------------------------------------------------------
+
+
+def test_a_frozen_listener_backend_is_replaced_and_waiters_still_wake(processes, user, workspace, device):
+    get_listener().stop()  # only the server's listener in pg_stat_activity
+    interval, timeout = 1, 1
+    server = processes.start_server(
+        "acp-frozen-listener", ACP_LISTENER_CHECK_INTERVAL=interval, ACP_LISTENER_CHECK_TIMEOUT=timeout
+    )
+    result = {}
+
+    def fetch():
+        url = f"{server.url}/api/v1/machines/{device.id}/launches"
+        response = httpx.get(url, params={"wait": 25}, headers=bearer(make_token(user, device=device)), timeout=30)
+        result["response"], result["at"] = response, time.monotonic()
+
+    waiter = threading.Thread(target=fetch, daemon=True)
+    waiter.start()
+    wait_for_waiters(server.url, 1)
+    [frozen] = listener_backends()
+
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        frozen_at = time.monotonic()
+        wait_until(
+            lambda: (
+                [pid for pid in listener_backends() if pid != frozen]
+                and listener_state(server.url)["connection"] == "connected"
+            ),
+            interval + timeout + 10,
+            message="a new LISTEN connection",
+        )
+        replaced_after = time.monotonic() - frozen_at
+        print(f"frozen listener backend replaced after {replaced_after:.1f}s")
+        assert replaced_after < interval + timeout + 3  # a check is due within `interval`, fails after `timeout`
+        assert waiter.is_alive()
+
+        created_at = time.monotonic()
+        launch = services.launch_create(user=user, workspace=workspace, machine=device)
+        waiter.join(10)
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+
+    assert [item["id"] for item in result["response"].json()["data"]] == [str(launch.id)]
+    assert result["at"] - created_at < 2  # woken by the new listener, not by a timer
+    assert "did not answer in time" in server.log()
+
+
+# --- the database down -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_postgres():
+    """A migrated cluster of this module's own, and a user token on it."""
+    postgres = Postgres.create()
+    try:
+        postgres.manage("migrate", "--noinput")
+        token = postgres.manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth import get_user_model; from acp.services import token_create; "
+            "print(token_create(user=get_user_model().objects.create_user(username='ops')).raw)",
+        ).split()[-1]
+        yield postgres, token
+    finally:
+        postgres.remove()
+
+
+def timed(request) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = request()
+    return response, time.monotonic() - started
+
+
+@pytest.mark.parametrize("pool", [True, False], ids=["pool", "no-pool"])
+def test_with_postgresql_stopped_every_request_is_a_quick_503_and_the_next_after_its_restart_succeeds(
+    processes, own_postgres, pool
+):
+    postgres, token = own_postgres
+    name = "acp-outage"
+    server = processes.start_server(
+        name,
+        DATABASE_URL=postgres.url(name),
+        DATABASE_POOL=int(pool),
+        DATABASE_POOL_TIMEOUT=2,
+        DATABASE_CONNECT_TIMEOUT=2,
+    )
+    client = httpx.Client(base_url=server.url, headers=bearer(token), timeout=15)
+    requests = {
+        "list": lambda: client.get("/v1/projects"),
+        "create": lambda: client.post("/v1/projects", json={"name": "during the outage"}),
+        "long-poll": lambda: client.get("/api/v1/machines/00000000-0000-0000-0000-000000000000/launches?wait=5"),
+    }
+    assert client.get("/v1/projects").status_code == 200
+
+    postgres.stop()
+    try:
+        for what, request in requests.items():
+            response, took = timed(request)
+            print(f"{what} with PostgreSQL stopped: {response.status_code} in {took:.2f}s")
+            assert response.status_code == 503, (what, response.text)
+            assert response.json()["code"] == "service_unavailable", what
+            assert int(response.headers["Retry-After"]) > 0
+            assert took < 5, (what, took)
+        health, took = timed(lambda: client.get("/healthz"))
+        assert health.status_code == 503 and took < 5
+        assert health.json()["database"] == "unreachable" and "Retry-After" in health.headers
+    finally:
+        postgres.start()
+
+    responses = [client.get("/v1/projects") for _ in range(5)]
+    assert [response.status_code for response in responses] == [200] * 5, responses[0].text
+    assert client.get("/healthz").status_code == 200
+    assert "Internal Server Error" not in server.log()
+
+
+@pytest.mark.parametrize("pool", [True, False], ids=["pool", "no-pool"])
+def test_every_connection_killed_costs_no_request(processes, own_postgres, pool):
+    postgres, token = own_postgres
+    name = "acp-killed-connections"
+    server = processes.start_server(name, DATABASE_URL=postgres.url(name), DATABASE_POOL=int(pool), DATABASE_POOL_MIN=4)
+    client = httpx.Client(base_url=server.url, headers=bearer(token), timeout=15)
+    assert [client.get("/v1/projects").status_code for _ in range(10)] == [200] * 10
+
+    killed = postgres.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", [name]
+    )
+    assert killed or not pool  # the pool keeps connections; without it none outlives its request
+
+    statuses = [client.get("/v1/projects").status_code for _ in range(50)]
+    assert statuses == [200] * 50
+
+
+# --- SIGTERM -----------------------------------------------------------------------------------------------------
+
+WAITERS = 200
+
+
+def test_sigterm_answers_every_waiter_at_once_and_the_server_exits_in_its_grace(
+    processes, user, workspace, second_device
+):
+    grace = 5
+    server = processes.start_server("acp-deploy", ACP_SHUTDOWN_GRACE=grace, ACP_LAUNCH_ACK_TIMEOUT=30)
+    token = make_token(user)
+
+    async def scenario():
+        limits = httpx.Limits(max_connections=WAITERS + 10)
+        async with httpx.AsyncClient(base_url=server.url, headers=bearer(token), limits=limits, timeout=40) as client:
+            polls = [
+                # Another machine than the launch's: its polls have nothing to fetch.
+                asyncio.create_task(client.get(f"/api/v1/machines/{second_device.id}/launches", params={"wait": 30}))
+                for _ in range(WAITERS)
+            ]
+            launch = asyncio.create_task(client.post(f"/api/v1/workspaces/{workspace.id}/sessions", json={}))
+            await until_waiters(server.url, WAITERS + 1)
+            server.popen.send_signal(signal.SIGTERM)
+            signalled_at = time.monotonic()
+            answers = await asyncio.gather(*polls, launch)
+            return answers, time.monotonic() - signalled_at, signalled_at
+
+    answers, answered_after, signalled_at = asyncio.run(scenario())
+    *polls, launch = answers
+    server.popen.wait(grace + 5)
+    exited_after = time.monotonic() - signalled_at
+    print(
+        f"{WAITERS} waiters answered {answered_after:.2f}s after SIGTERM; the server exited after {exited_after:.2f}s"
+    )
+
+    assert [poll.status_code for poll in polls] == [200] * WAITERS
+    assert all(poll.json()["data"] == [] for poll in polls)
+    pending = Launch.objects.get()
+    assert launch.status_code == 503
+    assert launch.json() == {
+        "status": "error",
+        "payload": {"code": "server_shutting_down", "launch_id": str(pending.id)},
+    }
+    assert pending.status == LaunchStatus.PENDING  # the sweep (expire_launches) settles it
+    assert answered_after < 2
+    assert exited_after < grace
