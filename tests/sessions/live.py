@@ -117,7 +117,10 @@ class ProcessManager:
     processes: list[Process] = field(default_factory=list)
     agent_pids: set[int] = field(default_factory=set)
 
-    def start_server(self, name: str = "acp-test-server", *, port: int | None = None, **env) -> Server:
+    def start_server(
+        self, name: str = "acp-test-server", *, port: int | None = None, gunicorn: bool = False, **env
+    ) -> Server:
+        """uvicorn serving acp.asgi; with `gunicorn`, as in production: gunicorn with one UvicornWorker."""
         port = port or free_port()
         environment = {
             **os.environ,
@@ -131,6 +134,9 @@ class ProcessManager:
         }
         command = [sys.executable, "-m", "uvicorn", "acp.asgi:application", "--host", "127.0.0.1",
                    "--port", str(port), "--log-level", "warning"]  # fmt: skip
+        if gunicorn:
+            command = [sys.executable, "-m", "gunicorn", "acp.asgi:application", "-k", "uvicorn.workers.UvicornWorker",
+                       "--workers", "1", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "30"]  # fmt: skip
         server = Server(name, self._spawn(name, command, environment), self._log_path(name), port, name)
         self.processes.append(server)
         wait_until(lambda: self._healthy(server), 30, 0.1, f"{name} to answer /healthz")

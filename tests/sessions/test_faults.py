@@ -175,11 +175,15 @@ def test_every_connection_killed_costs_no_request(processes, own_postgres, pool)
 WAITERS = 200
 
 
+@pytest.mark.parametrize("gunicorn", [False, True], ids=["uvicorn", "gunicorn"])
 def test_sigterm_answers_every_waiter_at_once_and_the_server_exits_in_its_grace(
-    processes, user, workspace, second_device
+    processes, user, workspace, second_device, gunicorn
 ):
+    """SIGTERM to the server (gunicorn's master passes it on to its worker, as in a deploy)."""
     grace = 5
-    server = processes.start_server("acp-deploy", ACP_SHUTDOWN_GRACE=grace, ACP_LAUNCH_ACK_TIMEOUT=30)
+    server = processes.start_server(
+        "acp-deploy", gunicorn=gunicorn, ACP_SHUTDOWN_GRACE=grace, ACP_LAUNCH_ACK_TIMEOUT=30
+    )
     token = make_token(user)
 
     async def scenario():
