@@ -80,7 +80,8 @@ class Subscription:
 
 
 class Listener:
-    """The process's single LISTEN connection, run in a daemon thread, reconnecting on failure."""
+    """The process's single LISTEN connection, run in a daemon thread, checked by a timed round trip, and replaced
+    when it fails."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -159,13 +160,16 @@ class Listener:
         backoff = 0.5
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(**_listener_conninfo(), autocommit=True) as conn:
+                conn = psycopg.connect(**_listener_conninfo(), autocommit=True)
+                try:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
                     backoff = 0.5
                     # Anything notified while we were disconnected is lost: make everyone re-check.
                     self.wake_everyone()
                     self._listen(conn)
+                finally:
+                    conn.close()  # not `with`: its rollback would wait for ever on a backend that does not answer
             except Exception:
                 logger.warning("acp listener: connection lost; reconnecting in %.1fs", backoff, exc_info=True)
             self._listening.clear()

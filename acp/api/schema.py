@@ -16,6 +16,7 @@ _ERROR_DESCRIPTIONS = {
     "404": "No such object, or not the caller's.",
     "413": "The body or the plan is over the size limit.",
     "415": "The body is not `application/json`.",
+    "503": "`service_unavailable`: the database cannot be reached; retry after `Retry-After` seconds.",
 }
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -57,7 +58,7 @@ class AcpAutoSchema(AutoSchema):
             codes.append("404")
         if self.method in _BODY_METHODS:
             codes += ["413", "415"]
-        return codes
+        return [*codes, "503"]
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):

@@ -67,6 +67,10 @@ class WorkspaceLaunchViewSet(
                 "The daemon's acknowledgement (`ok` or `error`), or at once `error`/`machine_offline`.",
             ),
             504: OpenApiResponse(LaunchAnswerSerializer, "No acknowledgement in time: `error`/`daemon_timeout`."),
+            503: OpenApiResponse(
+                LaunchAnswerSerializer,
+                "The server is shutting down: `error`/`server_shutting_down` with the launch id (still pending).",
+            ),
         },
     )
     def launch(self, request, *args, **kwargs):

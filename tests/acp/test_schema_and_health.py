@@ -49,3 +49,10 @@ def test_healthz_checks_the_database_without_auth(anon):
     # The long-polls' listener is detail: started only once a long-poll waits.
     assert response.json() == {"status": "ok", "database": "ok", "listener": get_listener().state()}
     assert set(response.json()["listener"]) == {"connection", "waiters"}
+
+
+def test_every_operation_documents_the_503_of_a_database_outage(anon):
+    schema = yaml.safe_load(anon.get("/api/schema/").content)
+    operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
+    assert operations
+    assert [(path, method) for path, method, op in operations if "503" not in op["responses"]] == []
