@@ -11,15 +11,24 @@ import threading
 import time
 
 import httpx
+import psycopg
 import pytest
 from django.db import connection
 
+from acp.models import Project
 from acp.realtime import get_listener
 from sessions import services
 from sessions.choices import LaunchStatus
 from sessions.models import Launch
 from tests.conftest import make_token
-from tests.sessions.live import Postgres, listener_state, until_waiters, wait_for_waiters, wait_until
+from tests.sessions.live import (
+    Postgres,
+    database_url_for_tests,
+    listener_state,
+    until_waiters,
+    wait_for_waiters,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -220,3 +229,43 @@ def test_sigterm_answers_every_waiter_at_once_and_the_server_exits_in_its_grace(
     assert pending.status == LaunchStatus.PENDING  # the sweep (expire_launches) settles it
     assert answered_after < 2
     assert exited_after < grace
+
+
+def test_a_request_still_running_after_the_grace_does_not_hold_the_server(processes, user):
+    grace = 1
+    name = "acp-deploy-grace"
+    server = processes.start_server(name, ACP_SHUTDOWN_GRACE=grace)
+    token = make_token(user)
+    outcome = {}
+
+    def create_project():
+        try:
+            outcome["response"] = httpx.post(
+                f"{server.url}/v1/projects", json={"name": "blocked"}, headers=bearer(token), timeout=30
+            )
+        except httpx.TransportError as exc:
+            outcome["error"] = exc
+
+    with psycopg.connect(database_url_for_tests("acp-locker")) as locker:
+        # The request blocks on this lock inside its INSERT: still running when the grace ends.
+        locker.execute(f"LOCK TABLE {Project._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+        request = threading.Thread(target=create_project, daemon=True)
+        request.start()
+        wait_until(lambda: backend_waits_on_a_lock(name), 10, message="the request to wait on the lock")
+        server.popen.send_signal(signal.SIGTERM)
+        signalled_at = time.monotonic()
+        server.popen.wait(grace + 10)
+        exited_after = time.monotonic() - signalled_at
+    request.join(5)
+    print(f"with a request still running, the server exited {exited_after:.2f}s after SIGTERM (grace {grace}s)")
+    assert grace <= exited_after < grace + 3
+    assert "error" in outcome or outcome["response"].status_code >= 500  # cut: the client learns it failed
+
+
+def backend_waits_on_a_lock(application_name: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+            [application_name],
+        )
+        return cursor.fetchone() is not None
