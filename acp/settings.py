@@ -60,17 +60,25 @@ INSTALLED_APPS = [
     "commands",
 ]
 
+# How requests are served (acp/serving/): "optimised" (pooled request threads, middleware hooks in the event loop,
+# fixed SQL on the hottest paths, a tuned garbage collector) or "stock" (Django's own handler, middleware and ORM).
+ACP_SERVING = os.environ.get("ACP_SERVING", "optimised").strip().lower()
+if ACP_SERVING not in ("optimised", "stock"):
+    raise ImproperlyConfigured(f'ACP_SERVING must be "optimised" or "stock", not "{ACP_SERVING}".')
+
+# Django's stock classes, listed by their own paths so `check --deploy` sees them; with ACP_SERVING=optimised the
+# ASGI handler loads their inline subclasses instead (acp/serving/middleware.py).
 MIDDLEWARE = [
     "acp.api.middleware.RequestGuardMiddleware",
-    # Django's own middleware, with hooks that run in the event loop under ASGI (acp.api.middleware.InlineHooks).
-    "acp.api.middleware.InlineSecurityMiddleware",
-    "acp.api.middleware.StaticFilesMiddleware",
-    "acp.api.middleware.InlineSessionMiddleware",
-    "acp.api.middleware.InlineCommonMiddleware",
-    "acp.api.middleware.InlineCsrfViewMiddleware",
-    "acp.api.middleware.InlineAuthenticationMiddleware",
-    "acp.api.middleware.InlineMessageMiddleware",
-    "acp.api.middleware.InlineXFrameOptionsMiddleware",
+    "acp.api.middleware.RateLimitHeadersMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "acp.api.middleware.ApiNotFoundMiddleware",
 ]
 
@@ -97,8 +105,8 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
-        # With the pool, Django makes this the pool's check (acp/dbpool.py): a connection killed while idle in the
-        # pool (a restart, pg_terminate_backend) is replaced, not handed out.
+        # With the pool, Django makes this the pool's check on lending a connection, which acp/dbpool.py widens to
+        # the whole pool on the first failure: connections killed while idle (a restart) are replaced, not lent.
         conn_health_checks=True,
     )
 }
@@ -106,8 +114,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # With the database unreachable a request fails (503) within this, not after the kernel's TCP timeout.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DATABASE_POOL", False):
-    # Under ASGI every request runs in a fresh thread, so per-thread persistent connections
-    # are never reused; psycopg's pool hands the same few connections out instead.
+    # Django's connections are per thread; under ASGI a request's thread is one of a few pooled ones
+    # (acp/serving/request_threads.py), or a fresh one per request with ACP_SERVING=stock. psycopg's pool
+    # shares a few connections among all of them, and keeps none open per idle thread.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN", 2),
@@ -176,10 +185,13 @@ ACP_MAX_BODY_BYTES = env_int("ACP_MAX_BODY_BYTES", 2 * 1024 * 1024)
 ACP_LAUNCH_ACK_TIMEOUT = env_float("ACP_LAUNCH_ACK_TIMEOUT", 10.0)  # seconds
 ACP_COMMAND_TTL = os.environ.get("ACP_COMMAND_TTL", "1h")  # a duration: 30s, 15m, 2h, 30d
 ACP_RETENTION_DAYS = env_int("ACP_RETENTION_DAYS", 30)
+# A duration: how long an Idempotency-Key replays its answer; retention deletes older records.
+ACP_IDEMPOTENCY_TTL = os.environ.get("ACP_IDEMPOTENCY_TTL", "24h")
+ACP_SESSION_LOST_AFTER = os.environ.get("ACP_SESSION_LOST_AFTER", "10m")  # live session with no heartbeat: failed
 ACP_LONG_POLL_MAX_WAIT = env_float("ACP_LONG_POLL_MAX_WAIT", 30.0)
 # Seconds between a waiter's re-checks of the database when no notification came (a last resort; acp/realtime.py).
 ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)
-# Threads per server process for requests' synchronous code under ASGI (acp/request_threads.py).
+# Threads per server process for requests' synchronous code under ASGI (acp/serving/request_threads.py; optimised only).
 ACP_REQUEST_THREADS = env_int("ACP_REQUEST_THREADS", 4)
 # The LISTEN connection's round trip: every INTERVAL seconds, failing after TIMEOUT (a frozen backend, a dead route).
 ACP_LISTENER_CHECK_INTERVAL = env_float("ACP_LISTENER_CHECK_INTERVAL", 10.0)
@@ -187,6 +199,16 @@ ACP_LISTENER_CHECK_TIMEOUT = env_float("ACP_LISTENER_CHECK_TIMEOUT", 5.0)
 # On SIGTERM: waiters are answered at once; requests still running after this many seconds are cut (acp/shutdown.py).
 ACP_SHUTDOWN_GRACE = env_float("ACP_SHUTDOWN_GRACE", 10.0)
 ACP_TOKEN_TOUCH_INTERVAL = env_int("ACP_TOKEN_TOUCH_INTERVAL", 60)  # seconds between lastUsedAt writes
+# Seconds after which an unanswered Idempotency-Key claim (its request died) may be taken over.
+ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT = env_float("ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT", 120.0)
+
+# Rate limits per token (acp/api/throttling.py; README, "Rate limits"): "N/second|minute|hour", each token's
+# "api" and "daemon" buckets alike. The storage is per process (memory://) unless a shared one is given (redis://…).
+ACP_RATELIMIT_ENABLED = env_bool("ACP_RATELIMIT_ENABLED", True)
+ACP_RATELIMIT_USER = os.environ.get("ACP_RATELIMIT_USER", "600/minute")
+ACP_RATELIMIT_DEVICE = os.environ.get("ACP_RATELIMIT_DEVICE", "1200/minute")
+ACP_RATELIMIT_STORAGE_URL = os.environ.get("ACP_RATELIMIT_STORAGE_URL", "memory://")
+ACP_RATELIMIT_STORAGE_TIMEOUT = env_float("ACP_RATELIMIT_STORAGE_TIMEOUT", 0.5)  # seconds; then the request is let in
 
 # The body limit is enforced by RequestGuardMiddleware with a JSON 413; Django's own check agrees.
 DATA_UPLOAD_MAX_MEMORY_SIZE = ACP_MAX_BODY_BYTES
@@ -203,6 +225,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "acp.api.pagination.ListEnvelopePagination",
     "DEFAULT_SCHEMA_CLASS": "acp.api.schema.AcpAutoSchema",
     "EXCEPTION_HANDLER": "acp.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["acp.api.throttling.TokenRateThrottle"],
     "UNAUTHENTICATED_USER": None,
     "PAGE_SIZE": 50,
 }

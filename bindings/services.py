@@ -1,46 +1,14 @@
 """Every write of the bindings app: bindings, and the push/pull session state machine."""
 
 import functools
-from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from acp import rawsql
+from acp.domain import Conflict, InvalidTransition, NotFound, Outcome
+from acp.serving import optimised, rawsql
 from bindings.choices import ALLOWED_TRANSITIONS, SyncDirection, SyncSessionStatus
 from bindings.models import ONE_PREPARED_CONSTRAINT, SyncSession, WorkspaceBinding
-
-
-class BindingNotFound(Exception):
-    """The binding does not exist, or is not the caller's (or not the device token's)."""
-
-
-class InvalidTransition(Exception):
-    """The session is in a state the operation cannot start from."""
-
-    def __init__(self, session: SyncSession, message: str):
-        super().__init__(message)
-        self.session = session
-
-
-class SignatureConflict(Exception):
-    """A signature already names different content (a signature names exactly one plan, preview or result)."""
-
-    def __init__(self, session: SyncSession, message: str):
-        super().__init__(message)
-        self.session = session
-
-
-@dataclass(frozen=True)
-class Prepared:
-    session: SyncSession
-    created: bool
-
-
-@dataclass(frozen=True)
-class Applied:
-    session: SyncSession
-    updated: bool
 
 
 def binding_create(*, user, **fields) -> WorkspaceBinding:
@@ -63,12 +31,12 @@ def sync_session_prepare(
     plan: dict,
     metadata: dict | None = None,
     device_id=None,
-) -> Prepared:
-    """Prepare a push or pull session on one of `user`'s bindings (of `device_id` only, if given).
+) -> Outcome[SyncSession]:
+    """Prepare a push or pull session on one of `user`'s bindings (of `device_id` only, if given; else `NotFound`).
 
     Guarantees: a prepared session of that direction with the same signature and plan is returned as is
-    (`created=False`); the same signature with another plan raises `SignatureConflict`; otherwise every prepared
-    session of that direction is superseded and a new prepared one created, atomically (`created=True`).
+    (`changed=False`); the same signature with another plan raises `Conflict`; otherwise every prepared
+    session of that direction is superseded and a new prepared one created, atomically (`changed=True`).
     At most one session per (binding, direction) is ever prepared; a concurrent writer that slips past the binding
     lock hits the database constraint, and the prepare is answered again from the committed state.
     """
@@ -91,18 +59,18 @@ def sync_session_prepare(
 
 
 @transaction.atomic
-def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, device_id) -> Prepared:
+def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, device_id) -> Outcome[SyncSession]:
     binding = _lock_binding(binding_id=binding_id, user_id=user.pk, device_id=device_id)
     if binding is None:
-        raise BindingNotFound()
+        raise NotFound()
 
     prepared = _supersede_unless_signed(
         binding_id=binding.pk, direction=direction, plan_signature=plan_signature, now=timezone.now()
     )
     if prepared is not None and prepared.plan_signature == plan_signature:
         if prepared.plan != plan:
-            raise SignatureConflict(prepared, "A prepared session with this planSignature has a different plan.")
-        return Prepared(session=prepared, created=False)
+            raise Conflict(prepared, "A prepared session with this planSignature has a different plan.")
+        return Outcome(prepared, changed=False)
 
     session = SyncSession(
         user_id=binding.user_id,
@@ -116,12 +84,16 @@ def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, dev
         plan=plan,
         metadata=metadata,
     )
-    rawsql.insert(session)
-    return Prepared(session=session, created=True)
+    if optimised():
+        rawsql.insert(session)
+    else:
+        session.save(force_insert=True)
+    return Outcome(session, changed=True)
 
 
-# The prepare is the API's hottest write, so its three statements are written out (acp/rawsql.py): Django took
-# longer to compile them than PostgreSQL took to run them (bench/run.py --profile).
+# The prepare is the API's hottest write, so its three statements are written out (acp/serving/rawsql.py): Django
+# took longer to compile them than PostgreSQL took to run them (bench/run.py --profile). With ACP_SERVING=stock
+# they go through the ORM.
 
 
 def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
@@ -129,10 +101,12 @@ def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
 
     FOR NO KEY UPDATE serialises prepares of one binding without blocking inserts that reference it.
     """
-    db = rawsql.database()
     criteria = {"id": binding_id, "user": user_id}
     if device_id is not None:
         criteria["device"] = device_id
+    if not optimised():
+        return WorkspaceBinding.objects.select_for_update(no_key=True).filter(**criteria).first()
+    db = rawsql.database()
     params = [rawsql.db_value(db, WorkspaceBinding, name, value) for name, value in criteria.items()]
     found = rawsql.fetch_one(db, (WorkspaceBinding,), _lock_binding_sql(db.vendor, tuple(criteria)), params)
     return found[0] if found else None
@@ -148,10 +122,10 @@ def _lock_binding_sql(vendor: str, criteria: tuple[str, ...]) -> str:
 
 _SUPERSEDE_UNLESS_SIGNED = """
 WITH current AS (
-    SELECT * FROM {table} WHERE workspace_binding_id = %s AND direction = %s AND status = %s
+    SELECT * FROM {table} WHERE {binding} = %s AND {direction} = %s AND {status} = %s
 ), superseded AS (
-    UPDATE {table} AS s SET status = %s, updated_at = %s
-    FROM current WHERE s.id = current.id AND s.status = %s AND current.plan_signature <> %s
+    UPDATE {table} AS s SET {status} = %s, {updated_at} = %s
+    FROM current WHERE s.{id} = current.{id} AND s.{status} = %s AND current.{plan_signature} <> %s
 )
 SELECT {columns} FROM current
 """
@@ -163,11 +137,11 @@ def _supersede_unless_signed(
     """The prepared session of (binding, direction) as it was, superseded in passing unless it has this signature.
 
     Runs under the binding lock, in a statement that starts after the lock is held, so it sees every prepare
-    committed before. On PostgreSQL it is one statement (the prepare's query budget); elsewhere two.
+    committed before. On PostgreSQL, optimised, it is one statement (the prepare's query budget); otherwise two.
     """
     db = rawsql.database()
     if single_statement is None:
-        single_statement = db.vendor == "postgresql"
+        single_statement = optimised() and db.vendor == "postgresql"
     if single_statement:
         # `s.status` is re-checked if a concurrent cancel held the row: a cancelled session stays cancelled.
         prepared, superseded = SyncSessionStatus.PREPARED, SyncSessionStatus.SUPERSEDED
@@ -186,53 +160,59 @@ def _supersede_unless_signed(
 
 @functools.cache
 def _supersede_unless_signed_sql(vendor: str) -> str:
-    table = rawsql.quote(SyncSession._meta.db_table)
-    return _SUPERSEDE_UNLESS_SIGNED.format(table=table, columns=rawsql.columns(SyncSession))
+    names = ("id", "direction", "status", "updated_at", "plan_signature")
+    return _SUPERSEDE_UNLESS_SIGNED.format(
+        table=rawsql.quote(SyncSession._meta.db_table),
+        columns=rawsql.columns(SyncSession),
+        binding=rawsql.column(SyncSession, "workspace_binding"),
+        **{name: rawsql.column(SyncSession, name) for name in names},
+    )
 
 
 @transaction.atomic
-def sync_session_cancel(*, session: SyncSession) -> bool:
-    """Cancel a prepared session. Returns False when it was already cancelled (nothing changes).
+def sync_session_cancel(*, session: SyncSession) -> Outcome[SyncSession]:
+    """Cancel a prepared session; `changed=False` when it was already cancelled (nothing changes).
 
     Raises `InvalidTransition` for a superseded session: it was replaced, there is nothing left to cancel.
     """
     locked = SyncSession.objects.select_for_update().get(pk=session.pk)
     _refresh(session, locked)
     if session.status == SyncSessionStatus.CANCELLED:
-        return False
+        return Outcome(session, changed=False)
     _check_transition(session, SyncSessionStatus.CANCELLED)
     session.status = SyncSessionStatus.CANCELLED
     session.save(update_fields=["status", "updated_at"])
-    return True
+    return Outcome(session, changed=True)
 
 
 def pull_session_apply_preview(
     *, session: SyncSession, preview: dict, preview_signature: str, metadata=None
-) -> Applied:
+) -> Outcome[SyncSession]:
     """Attach the daemon's apply preview to a prepared pull session (a repeat of its signature is a no-op)."""
     return _apply(session=session, kind="preview", content=preview, signature=preview_signature, metadata=metadata)
 
 
-def pull_session_apply_result(*, session: SyncSession, result: dict, result_signature: str, metadata=None) -> Applied:
+def pull_session_apply_result(
+    *, session: SyncSession, result: dict, result_signature: str, metadata=None
+) -> Outcome[SyncSession]:
     """Attach the daemon's apply result to a prepared pull session (a repeat of its signature is a no-op)."""
     return _apply(session=session, kind="result", content=result, signature=result_signature, metadata=metadata)
 
 
 @transaction.atomic
-def _apply(*, session: SyncSession, kind: str, content: dict, signature: str, metadata) -> Applied:
+def _apply(*, session: SyncSession, kind: str, content: dict, signature: str, metadata) -> Outcome[SyncSession]:
     if session.direction != SyncDirection.PULL:
         raise ValueError("Only pull sessions have an apply preview and result.")
     locked = SyncSession.objects.select_for_update().get(pk=session.pk)
     _refresh(session, locked)
     if session.status != SyncSessionStatus.PREPARED:
-        raise InvalidTransition(
-            session, f"Only a prepared pull session takes an apply {kind}; this one is {session.status}."
-        )
+        message = f"Only a prepared pull session takes an apply {kind}; this one is {session.status}."
+        raise InvalidTransition(session, message)
     signature_field = f"{kind}_signature"
     if getattr(session, signature_field) == signature:
         if getattr(session, kind) != content:
-            raise SignatureConflict(session, f"This session's apply {kind} with this {kind}Signature differs.")
-        return Applied(session=session, updated=False)
+            raise Conflict(session, f"This session's apply {kind} with this {kind}Signature differs.")
+        return Outcome(session, changed=False)
     setattr(session, kind, content)
     setattr(session, signature_field, signature)
     fields = [kind, signature_field, "updated_at"]
@@ -240,7 +220,7 @@ def _apply(*, session: SyncSession, kind: str, content: dict, signature: str, me
         session.metadata = {**session.metadata, **metadata}
         fields.append("metadata")
     session.save(update_fields=fields)
-    return Applied(session=session, updated=True)
+    return Outcome(session, changed=True)
 
 
 def _check_transition(session: SyncSession, target: SyncSessionStatus) -> None:

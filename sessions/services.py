@@ -15,20 +15,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from acp import realtime
+from acp.domain import Conflict, Outcome
 from commands.choices import SessionStatus
+from commands.models import Thread
 from commands.services import local_session_create, thread_create
 from sessions.choices import AckStatus, LaunchErrorCode, LaunchStatus
 from sessions.models import Launch, Workspace
-
-THREAD_TITLE_MAX = 200
-
-
-class LaunchConflict(Exception):
-    """The acknowledgement does not fit the launch's state (timed out, failed, or acknowledged differently)."""
-
-    def __init__(self, message: str, launch: Launch):
-        super().__init__(message)
-        self.launch = launch
 
 
 def machine_launches_key(machine_id) -> str:
@@ -79,12 +71,12 @@ def launch_create(
     return launch
 
 
-def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = None, now=None) -> tuple[Launch, bool]:
-    """Record the daemon's answer to a pending launch; returns (launch, changed).
+def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = None, now=None) -> Outcome[Launch]:
+    """Record the daemon's answer to a pending launch.
 
     "ok" → `acknowledged`, with a new thread (or the caller's `user_session`) and a `running` local session
-    created in the same transaction; "error" → `failed`. The same answer again changes nothing; any other
-    answer to a launch that is no longer pending, or one after `expires_at`, raises `LaunchConflict` and
+    created in the same transaction; "error" → `failed`. The same answer again changes nothing (`changed=False`);
+    any other answer to a launch that is no longer pending, or one after `expires_at`, raises `Conflict` and
     changes nothing.
     """
     payload = payload if payload is not None else {}
@@ -97,13 +89,13 @@ def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = No
         )
         if launch.status != LaunchStatus.PENDING:
             if launch.ack_status == status and launch.ack_payload == payload:
-                return launch, False
+                return Outcome(launch, changed=False)
             if launch.status == LaunchStatus.TIMED_OUT:
-                raise LaunchConflict("The launch timed out before it was acknowledged.", launch)
-            raise LaunchConflict(f"The launch is already {launch.status}.", launch)
+                raise Conflict(launch, "The launch timed out before it was acknowledged.")
+            raise Conflict(launch, f"The launch is already {launch.status}.")
         if now >= launch.expires_at:
             # Its waiter has given up (or is about to): too late, whether or not it has said so yet.
-            raise LaunchConflict("The launch timed out before it was acknowledged.", launch)
+            raise Conflict(launch, "The launch timed out before it was acknowledged.")
 
         launch.ack_status = status
         launch.ack_payload = payload
@@ -137,25 +129,26 @@ def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = No
             ]
         )
         realtime.notify(launch_key(launch.pk))
-    return launch, True
+    return Outcome(launch, changed=True)
 
 
-def launch_time_out(*, launch_id, now=None) -> bool:
-    """Move a `pending` launch to `timed_out`; False (nothing changes) when it is no longer pending.
+def launch_time_out(*, launch_id, now=None) -> Outcome[Launch | None]:
+    """Move a `pending` launch to `timed_out`; `changed=False` (nothing changes) when it is no longer pending.
 
-    One conditional UPDATE, so it never overwrites an acknowledgement that got in first.
+    One conditional UPDATE, so it never overwrites an acknowledgement that got in first; `obj` is the launch as it
+    then stands (None if it vanished).
     """
     now = now or timezone.now()
     updated = Launch.objects.filter(pk=launch_id, status=LaunchStatus.PENDING).update(
         status=LaunchStatus.TIMED_OUT, error_code=LaunchErrorCode.DAEMON_TIMEOUT, timed_out_at=now, updated_at=now
     )
-    return bool(updated)
+    return Outcome(Launch.objects.filter(pk=launch_id).first(), changed=bool(updated))
 
 
 def _thread_title(launch: Launch) -> str:
     first_line = (launch.initial_prompt or "").strip().splitlines()[:1]
     title = first_line[0] if first_line else launch.workspace.name
-    return title[:THREAD_TITLE_MAX]
+    return title[: Thread._meta.get_field("title").max_length]
 
 
 def _daemon_error_code(payload: dict) -> str:

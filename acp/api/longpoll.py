@@ -26,7 +26,7 @@ from rest_framework.utils.encoders import JSONEncoder
 
 from acp.api.pagination import MAX_LIMIT
 from acp.realtime import recheck_interval, subscribe
-from acp.request_threads import released_request_thread
+from acp.serving.request_threads import released_request_thread
 from acp.shutdown import is_shutting_down
 
 Check = Callable[[], Any]  # returns `(status, data)`; a check returns None while there is nothing yet
@@ -45,6 +45,7 @@ class LongPoll:
     check: Check
     on_timeout: Check
     on_shutdown: Check | None = None
+    on_answer: Callable[[int, str], None] | None = None  # called in a worker thread with the answer's status and JSON
 
 
 class LongPollResponse(Response):
@@ -103,7 +104,10 @@ def long_poll_view(drf_view):
         poll = response.poll
         del response  # the DRF view's request, view and renderer context need not live through the wait
         status_code, data = await wait_for(poll)
-        return JsonResponse(data, status=status_code, safe=False, encoder=JSONEncoder)
+        answer = JsonResponse(data, status=status_code, safe=False, encoder=JSONEncoder)
+        if poll.on_answer is not None:
+            await sync_to_async(run_released)(lambda: poll.on_answer(status_code, answer.content.decode()))
+        return answer
 
     return view
 

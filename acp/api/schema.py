@@ -5,6 +5,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
+from acp.api import idempotency
 from acp.api.serializers import ErrorSerializer
 
 _ENVELOPES: dict[tuple[str, type], type] = {}
@@ -16,7 +17,16 @@ _ERROR_DESCRIPTIONS = {
     "404": "No such object, or not the caller's.",
     "413": "The body or the plan is over the size limit.",
     "415": "The body is not `application/json`.",
+    "409": "A request with this Idempotency-Key is still in progress (`idempotency_key_in_flight`).",
+    "422": "The Idempotency-Key was used with a different request (`idempotency_key_reused`).",
+    "429": "The token's rate-limit bucket is spent (see the README, Rate limits); retry after `Retry-After` seconds.",
     "503": "`service_unavailable`: the database cannot be reached; retry after `Retry-After` seconds.",
+}
+_RATE_LIMIT_HEADERS = {
+    "Retry-After": "Seconds until the bucket's window ends.",
+    "RateLimit-Limit": "The bucket's budget per window (also `X-RateLimit-Limit`; on every counted response).",
+    "RateLimit-Remaining": "Requests left in the window (also `X-RateLimit-Remaining`).",
+    "RateLimit-Reset": "Seconds until the window ends (`X-RateLimit-Reset`: the same moment in Unix seconds).",
 }
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -33,6 +43,16 @@ def envelope_serializer(key: str, serializer_class) -> type:
 
 
 class AcpAutoSchema(AutoSchema):
+    def get_override_parameters(self):
+        parameters = super().get_override_parameters()
+        if self._is_idempotent():
+            parameters = [*parameters, idempotency.PARAMETER]
+        return parameters
+
+    def _is_idempotent(self) -> bool:
+        action = getattr(self.view, "action", None) or self.method.lower()
+        return getattr(getattr(self.view, action, None), "idempotent", False)
+
     def get_response_serializers(self):
         serializer = super().get_response_serializers()
         key = getattr(self.view, "envelope_key", None)
@@ -48,16 +68,22 @@ class AcpAutoSchema(AutoSchema):
             responses.setdefault(
                 code, self._get_response_for_code(OpenApiResponse(ErrorSerializer, _ERROR_DESCRIPTIONS[code]), code)
             )
+        if "429" in responses:
+            responses["429"]["headers"] = {
+                name: {"schema": {"type": "integer"}, "description": text} for name, text in _RATE_LIMIT_HEADERS.items()
+            }
         return responses
 
     def _error_codes(self) -> list[str]:
         codes = ["400"]
         if self.get_auth():
-            codes += ["401", "403"]
+            codes += ["401", "403", "429"]
         if "{" in self.path or self.get_auth():
             codes.append("404")
         if self.method in _BODY_METHODS:
             codes += ["413", "415"]
+        if self._is_idempotent():
+            codes += ["409", "422"]
         return [*codes, "503"]
 
 

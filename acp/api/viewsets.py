@@ -3,6 +3,7 @@
 from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
+from acp.api.idempotency import idempotent
 from acp.api.permissions import token_device_id
 
 
@@ -29,6 +30,7 @@ class OwnedViewSetMixin:
     device_field: str | None = None
     lookup_value_converter = "uuid"
     device_token_actions: tuple[str, ...] = ()
+    daemon_actions: tuple[str, ...] = ()  # counted in the token's "daemon" rate-limit bucket (acp.api.throttling)
     related_envelopes: dict = {}
 
     def get_queryset(self):
@@ -63,6 +65,7 @@ class OwnedModelViewSet(
 
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
+    @idempotent
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
