@@ -5,6 +5,7 @@ The database tests run on a PostgreSQL cluster of their own (`Postgres`), which 
 """
 
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -177,6 +178,49 @@ def test_every_connection_killed_costs_no_request(processes, own_postgres, pool)
 
     statuses = [client.get("/v1/projects").status_code for _ in range(50)]
     assert statuses == [200] * 50
+
+
+SEED_DAEMON = """
+import json
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from acp.models import Device, Project
+from acp.services import token_create
+from sessions.models import Workspace
+user = get_user_model().objects.create_user(username="daemon-owner")
+device = Device.objects.create(user=user, name="laptop", platform="linux", last_seen_at=timezone.now())
+project = Project.objects.create(user=user, name="acp")
+workspace = Workspace.objects.create(user=user, name="acp", project=project, default_machine=device)
+print(json.dumps({"user_token": token_create(user=user).raw, "device_token": token_create(user=user, device=device).raw,
+                  "device_id": str(device.id), "workspace_id": str(workspace.id)}))
+"""
+
+
+def test_the_daemon_rides_through_a_database_outage(processes, own_postgres):
+    postgres, _ = own_postgres
+    seed = json.loads(postgres.manage("shell", "-c", SEED_DAEMON).strip().splitlines()[-1])
+    name = "acp-daemon-outage"
+    server = processes.start_server(name, DATABASE_URL=postgres.url(name), DATABASE_POOL=1, DATABASE_POOL_TIMEOUT=2)
+    daemon = processes.start_daemon(server, seed["device_token"], "--device", seed["device_id"])
+    wait_until(lambda: "is online" in daemon.log(), 20, message="the daemon to start")
+
+    postgres.stop()
+    stopped_at = time.monotonic()
+    try:
+        wait_until(lambda: "HTTP 503" in daemon.log(), 15, message="the daemon to meet the outage")
+        time.sleep(max(0.0, 5 - (time.monotonic() - stopped_at)))  # the outage lasts 5 s: its length is the test
+    finally:
+        postgres.start()
+
+    response = httpx.post(
+        f"{server.url}/api/v1/workspaces/{seed['workspace_id']}/sessions",
+        json={"initial_prompt": "after the outage"},
+        headers=bearer(seed["user_token"]),
+        timeout=30,
+    )
+    assert response.status_code == 200 and response.json()["status"] == "ok", response.text
+    processes.agent_pids.add(response.json()["payload"]["pid"])
+    assert daemon.alive()
 
 
 # --- SIGTERM -----------------------------------------------------------------------------------------------------
