@@ -12,4 +12,7 @@ class AcpConfig(composition.AcpAppConfig):
     )
 
     def ready(self):
+        from acp import dbpool
         from acp.api import schema, throttling  # noqa: F401  (register the OpenAPI extensions, the rate-limit check)
+
+        dbpool.install()

@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, connections
-
-from acp.serving.request_threads import released_request_thread
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +80,8 @@ class Subscription:
 
 
 class Listener:
-    """The process's single LISTEN connection, run in a daemon thread, reconnecting on failure."""
+    """The process's single LISTEN connection, run in a daemon thread, checked by a timed round trip, and replaced
+    when it fails."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -90,7 +89,6 @@ class Listener:
         self._thread: threading.Thread | None = None
         self._listening = threading.Event()
         self._stopping = threading.Event()
-        self.connected_once = threading.Event()
 
     def subscribe(self, key: str) -> Subscription:
         self._ensure_started()
@@ -110,6 +108,15 @@ class Listener:
     @property
     def is_listening(self) -> bool:
         return self._listening.is_set()
+
+    @property
+    def is_started(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def state(self) -> dict:
+        """For /healthz: whether the LISTEN connection is up ("idle": no waiter ever needed it), and the waiters."""
+        connection_state = "connected" if self.is_listening else "disconnected" if self.is_started else "idle"
+        return {"connection": connection_state, "waiters": self.waiter_count()}
 
     def waiter_count(self) -> int:
         with self._lock:
@@ -140,7 +147,8 @@ class Listener:
         for subscription in waiters:
             subscription.fire()
 
-    def _wake_everyone(self) -> None:
+    def wake_everyone(self) -> None:
+        """Make every waiter re-check now (the connection came or went, or the server is shutting down)."""
         with self._lock:
             waiters = [s for subs in self._subscriptions.values() for s in subs]
         for subscription in waiters:
@@ -152,24 +160,70 @@ class Listener:
         backoff = 0.5
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(**_listener_conninfo(), autocommit=True) as conn:
+                conn = psycopg.connect(**_listener_conninfo(), autocommit=True)
+                try:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
-                    self.connected_once.set()
                     backoff = 0.5
                     # Anything notified while we were disconnected is lost: make everyone re-check.
-                    self._wake_everyone()
-                    while not self._stopping.is_set():
-                        # The timeout only bounds how long a stop() waits; notifications arrive at once.
-                        for notification in conn.notifies(timeout=1.0):
-                            self._dispatch(notification.payload)
+                    self.wake_everyone()
+                    self._listen(conn)
+                finally:
+                    conn.close()  # not `with`: its rollback would wait for ever on a backend that does not answer
             except Exception:
                 logger.warning("acp listener: connection lost; reconnecting in %.1fs", backoff, exc_info=True)
             self._listening.clear()
-            self._wake_everyone()
+            self.wake_everyone()
             if not self._stopping.is_set():
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def _listen(self, conn) -> None:
+        """Dispatch notifications until stopped; raise when a round trip finds the connection no longer answers."""
+        next_check = time.monotonic() + settings.ACP_LISTENER_CHECK_INTERVAL
+        while not self._stopping.is_set():
+            # The timeout only bounds how long a stop() or the next check waits; notifications arrive at once.
+            timeout = max(0.0, min(1.0, next_check - time.monotonic()))
+            for notification in conn.notifies(timeout=timeout):
+                self._dispatch(notification.payload)
+            if time.monotonic() >= next_check:
+                # An open connection to a frozen backend (or over a dropped route) never fails by itself.
+                for payload in round_trip(conn.pgconn, settings.ACP_LISTENER_CHECK_TIMEOUT):
+                    self._dispatch(payload)
+                next_check = time.monotonic() + settings.ACP_LISTENER_CHECK_INTERVAL
+
+
+def round_trip(pgconn, timeout: float) -> list[str]:
+    """`SELECT 1` on a libpq connection, failing after `timeout` seconds without an answer.
+
+    psycopg's own calls wait for ever; this one waits on the socket with a deadline. Returns the payloads of the
+    notifications that arrived meanwhile (libpq queues them; nobody else would read them).
+    """
+    import psycopg
+    from psycopg import pq
+
+    deadline = time.monotonic() + timeout
+    pgconn.send_query(b"SELECT 1")
+    while pgconn.flush():
+        _wait_socket(pgconn, deadline, write=True)
+    pgconn.consume_input()
+    while pgconn.is_busy():
+        _wait_socket(pgconn, deadline)
+        pgconn.consume_input()
+    while (result := pgconn.get_result()) is not None:
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            raise psycopg.OperationalError(f"listener check failed: {result.error_message.decode(errors='replace')}")
+    payloads = []
+    while (notification := pgconn.notifies()) is not None:
+        payloads.append(notification.extra.decode())
+    return payloads
+
+
+def _wait_socket(pgconn, deadline: float, *, write: bool = False) -> None:
+    remaining = deadline - time.monotonic()
+    sockets = ([], [pgconn.socket], []) if write else ([pgconn.socket], [], [])
+    if remaining <= 0 or not any(select.select(*sockets, remaining)):
+        raise TimeoutError("the listener's database connection did not answer in time")
 
 
 def _listener_conninfo() -> dict[str, Any]:
@@ -181,6 +235,11 @@ def _listener_conninfo() -> dict[str, Any]:
         "host": settings_dict.get("HOST") or None,
         "port": settings_dict.get("PORT") or None,
         "application_name": "acp-listener",
+        # The kernel notices a dead peer or route (no answer to keepalives) on its own; round_trip() the rest.
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(settings.ACP_LISTENER_CHECK_INTERVAL)),
+        "keepalives_interval": max(1, int(settings.ACP_LISTENER_CHECK_TIMEOUT)),
+        "keepalives_count": 3,
     }
     for option in ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout"):
         if option in settings_dict.get("OPTIONS", {}):
@@ -211,54 +270,3 @@ def recheck_interval() -> float:
     # length never re-check on a timer. A re-check costs a thread hop, a pooled connection and a query: 5,000
     # daemons waiting 300 s and re-checking every 60 s cost a worker ~30 % of its CPU (bench/run.py idle-polls).
     return settings.ACP_LONG_POLL_RECHECK
-
-
-Check = Callable[[], Any]
-
-
-@dataclass
-class LongPoll:
-    """What a view returns to have its answer waited for: `check()` until it gives a result, else timeout.
-
-    `check` and `on_timeout` are plain synchronous functions; they run in a worker thread and must not
-    leave a transaction open.
-    """
-
-    key: str
-    timeout: float
-    check: Check  # returns a result, or None while there is nothing yet
-    on_timeout: Check
-    on_answer: Callable[[int, str], None] | None = None  # called in a worker thread with the answer's status and JSON
-
-
-async def wait_for(poll: LongPoll) -> Any:
-    """Run `poll` to its end: the first non-None `check()`, or `on_timeout()` after `poll.timeout`.
-
-    The request's thread goes back to the pool meanwhile; the checks run on the event loop's default executor.
-    """
-    from asgiref.sync import sync_to_async
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + poll.timeout
-    async with released_request_thread():
-        subscription = await sync_to_async(subscribe, thread_sensitive=False)(poll.key)
-        try:
-            while True:
-                result = await sync_to_async(_run_released, thread_sensitive=False)(poll.check)
-                if result is not None:
-                    return result
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return await sync_to_async(_run_released, thread_sensitive=False)(poll.on_timeout)
-                await subscription.wait(min(remaining, recheck_interval()))
-        finally:
-            subscription.close()
-
-
-def _run_released(function: Check) -> Any:
-    """Run `function`, then give its thread's database connection back so no waiter holds one."""
-    try:
-        return function()
-    finally:
-        if not connection.in_atomic_block:
-            connection.close()

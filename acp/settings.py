@@ -106,9 +106,14 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        # With the pool, Django makes this the pool's check on lending a connection, which acp/dbpool.py widens to
+        # the whole pool on the first failure: connections killed while idle (a restart) are replaced, not lent.
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # With the database unreachable a request fails (503) within this, not after the kernel's TCP timeout.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DATABASE_POOL", False):
     # Django's connections are per thread; under ASGI a request's thread is one of a few pooled ones
     # (acp/serving/request_threads.py), or a fresh one per request with ACP_SERVING=stock. psycopg's pool
@@ -117,7 +122,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN", 2),
         "max_size": env_int("DATABASE_POOL_MAX", 20),
-        "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0),
+        # Seconds a request waits for a connection: with the database down, it answers 503 after this.
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 4.0),
+        # A failed attempt to open a connection is retried with a growing delay; giving up once no request can
+        # still be waiting for it lets the next request try again at once, so a restarted database is used at once.
+        "reconnect_timeout": env_float("DATABASE_POOL_TIMEOUT", 4.0),
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -187,6 +196,11 @@ ACP_LONG_POLL_MAX_WAIT = env_float("ACP_LONG_POLL_MAX_WAIT", 30.0)
 ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)
 # Threads per server process for requests' synchronous code under ASGI (acp/serving/request_threads.py; optimised only).
 ACP_REQUEST_THREADS = env_int("ACP_REQUEST_THREADS", 4)
+# The LISTEN connection's round trip: every INTERVAL seconds, failing after TIMEOUT (a frozen backend, a dead route).
+ACP_LISTENER_CHECK_INTERVAL = env_float("ACP_LISTENER_CHECK_INTERVAL", 10.0)
+ACP_LISTENER_CHECK_TIMEOUT = env_float("ACP_LISTENER_CHECK_TIMEOUT", 5.0)
+# On SIGTERM: waiters are answered at once; requests still running after this many seconds are cut (acp/shutdown.py).
+ACP_SHUTDOWN_GRACE = env_float("ACP_SHUTDOWN_GRACE", 10.0)
 ACP_TOKEN_TOUCH_INTERVAL = env_int("ACP_TOKEN_TOUCH_INTERVAL", 60)  # seconds between lastUsedAt writes
 # Seconds after which an unanswered Idempotency-Key claim (its request died) may be taken over.
 ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT = env_float("ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT", 120.0)

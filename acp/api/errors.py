@@ -1,8 +1,10 @@
 """One error shape for both API families: {"error": str, "code": str, "details": {}}."""
 
 import logging
+import sys
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -43,6 +45,19 @@ class PayloadTooLarge(ApiError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "payload_too_large"
     default_detail = "The request body is too large."
+
+
+class ServiceUnavailable(ApiError):
+    """The database cannot be reached (down, restarting, out of connections): the client should retry."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "service_unavailable"
+    default_detail = "The service is temporarily unavailable; retry shortly."
+    wait = 5  # seconds, sent as Retry-After: about what a database restart or failover takes
+
+
+def is_database_outage(exc: BaseException | None) -> bool:
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 # DRF exception class -> (machine code, fixed message or None to keep DRF's).
@@ -101,6 +116,9 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif is_database_outage(exc):
+        logger.warning("database unavailable: %s", exc)
+        exc = ServiceUnavailable()
     if not isinstance(exc, exceptions.APIException):
         return None  # a real bug: let Django log it and answer 500
 
@@ -154,4 +172,14 @@ def api_404_view(request, exception=None):
 
 
 def api_500_view(request):
+    # Called while the exception is handled: a database outage outside DRF (middleware, plain views) is a 503 too.
+    if is_database_outage(sys.exc_info()[1]):
+        return service_unavailable_response()
     return error_json_response(500, "Internal server error.", "server_error")
+
+
+def service_unavailable_response() -> JsonResponse:
+    unavailable = ServiceUnavailable()
+    response = error_json_response(unavailable.status_code, str(unavailable.detail), unavailable.error_code)
+    response["Retry-After"] = str(unavailable.wait)
+    return response

@@ -15,6 +15,7 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework.renderers import JSONRenderer
 
 from acp.api.errors import ApiError
+from acp.api.longpoll import LongPollResponse
 from acp.domain import Conflict
 from acp.idempotency import (
     Claim,
@@ -77,7 +78,7 @@ def _remember(view, claim: Claim, response, *, sealed: bool) -> None:
     A long-poll's every answer is stored, a 503 or 504 included: each names the launch that was recorded, and a
     retry must not record a second one.
     """
-    long_poll = getattr(response, "long_poll", None)
+    long_poll = response.poll if isinstance(response, LongPollResponse) else None
     if long_poll is None:
         body = JSONRenderer().render(response.data).decode()  # what DRF sends: a replay is byte for byte the same
         created_id = _created_id(view, response)

@@ -20,6 +20,7 @@ _ERROR_DESCRIPTIONS = {
     "409": "A request with this Idempotency-Key is still in progress (`idempotency_key_in_flight`).",
     "422": "The Idempotency-Key was used with a different request (`idempotency_key_reused`).",
     "429": "The token's rate-limit bucket is spent (see the README, Rate limits); retry after `Retry-After` seconds.",
+    "503": "`service_unavailable`: the database cannot be reached; retry after `Retry-After` seconds.",
 }
 _RATE_LIMIT_HEADERS = {
     "Retry-After": "Seconds until the bucket's window ends.",
@@ -138,7 +139,7 @@ class AcpAutoSchema(AutoSchema):
             codes += ["413", "415"]
         if self._is_idempotent():
             codes += ["409", "422"]
-        return codes
+        return [*codes, "503"]
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):

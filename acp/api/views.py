@@ -12,6 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from acp import services
+from acp.api.errors import ServiceUnavailable
 from acp.api.idempotency import idempotent
 from acp.api.query_params import refuse_unknown_query_params
 from acp.api.registry_serializers import (
@@ -24,6 +25,7 @@ from acp.api.schema import envelope_serializer
 from acp.api.viewsets import OwnedModelViewSet
 from acp.filtersets import DeviceFilterSet, ProjectFilterSet
 from acp.models import Device, Environment, Project
+from acp.realtime import get_listener
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +117,6 @@ class DeviceViewSet(OwnedModelViewSet):
         services.device_delete(device=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-
 _STARTED = time.monotonic()
 
 
@@ -124,10 +125,16 @@ def _database_ok() -> bool:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
-    except Exception:  # any database failure means "not ready", never a 500 page
-        logger.exception("database check failed")
+    except Exception as exc:  # any database failure means "not ready", never a 500 page
+        logger.warning("database check failed: %s", exc)
         return False
     return True
+
+
+def _unavailable(body: dict) -> JsonResponse:
+    response = JsonResponse(body, status=503)
+    response["Retry-After"] = str(ServiceUnavailable.wait)
+    return response
 
 
 def health(request):
@@ -144,13 +151,17 @@ def health(request):
 
 def ready(request):
     """`GET /v1/ready`, the SDK's `client.ready()`: 200 when the database answers, else 503."""
-    ok = _database_ok()
-    body = {"status": "ready" if ok else "not_ready", "checks": {"database": "ok" if ok else "unreachable"}}
-    return JsonResponse(body, status=200 if ok else 503)
+    if not _database_ok():
+        return _unavailable({"status": "not_ready", "checks": {"database": "unreachable"}})
+    return JsonResponse({"status": "ready", "checks": {"database": "ok"}})
 
 
 def healthz(request):
-    """Liveness and database reachability, without auth."""
+    """Liveness and database reachability, without auth; the long-polls' listener as detail.
+
+    The listener does not make the process unhealthy: while it reconnects, waiters re-check on a short timer.
+    """
+    detail = {"listener": get_listener().state()}
     if not _database_ok():
-        return JsonResponse({"status": "error", "database": "unreachable"}, status=503)
-    return JsonResponse({"status": "ok", "database": "ok"})
+        return _unavailable({"status": "error", "database": "unreachable", **detail})
+    return JsonResponse({"status": "ok", "database": "ok", **detail})

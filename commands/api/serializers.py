@@ -179,7 +179,6 @@ class ControlCommandCreateSerializer(serializers.Serializer):
     payload = JSONObjectField(required=False, default=dict)
 
 
-
 class ControlCommandAckSerializer(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=[CommandStatus.ACKNOWLEDGED, CommandStatus.COMPLETED, CommandStatus.CANCELLED],
@@ -191,8 +190,3 @@ class ControlCommandAckSerializer(serializers.Serializer):
         source="completed_at", required=False, allow_null=True, help_text="ISO 8601 timestamp."
     )
     payload = JSONObjectField(required=False, allow_null=True, help_text="Stored as the command's `result`.")
-
-
-class PollParamsSerializer(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, max_value=100, default=50)
-    wait = serializers.FloatField(min_value=0, default=0)

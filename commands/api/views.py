@@ -1,22 +1,20 @@
 """`/v1/threads`, their local sessions and the sessions' control commands."""
 
-from django.conf import settings
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from acp.api.idempotency import idempotent
+from acp.api.longpoll import LongPoll, LongPollResponse, PollParamsSerializer, poll_parameters
 from acp.api.pagination import list_envelope
 from acp.api.permissions import token_device_id
 from acp.api.query_params import refuse_unknown_query_params
 from acp.api.schema import envelope_serializer
 from acp.api.serializers import ErrorSerializer
 from acp.api.viewsets import OwnedViewSetMixin
-from acp.realtime import LongPoll
 from commands import selectors, services
 from commands.api.serializers import (
     ControlCommandAckSerializer,
@@ -26,7 +24,6 @@ from commands.api.serializers import (
     LocalSessionCreateSerializer,
     LocalSessionHeartbeatSerializer,
     LocalSessionSerializer,
-    PollParamsSerializer,
     ThreadSerializer,
     ThreadUpdateSerializer,
 )
@@ -155,14 +152,6 @@ class LocalSessionViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.Gen
         return Response(self.wrap(self.get_serializer(outcome.obj).data))
 
 
-POLL_PARAMETERS = [
-    OpenApiParameter("limit", OpenApiTypes.INT, description="How many commands, 1–100 (default 50)."),
-    OpenApiParameter(
-        "wait",
-        OpenApiTypes.NUMBER,
-        description="Seconds to wait for a command when none is pending (default 0; capped at 30).",
-    ),
-]
 PollEnvelope = inline_serializer(
     "ControlCommandPoll",
     {
@@ -246,7 +235,7 @@ class ControlCommandViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.G
         return Response(self.wrap(self.get_serializer(outcome.obj).data))
 
     @extend_schema(
-        parameters=POLL_PARAMETERS,
+        parameters=poll_parameters("commands"),
         responses={200: PollEnvelope},
         summary="Fetch pending control commands (the daemon's poll), oldest first",
         description="With `wait`, waits until a command is pending or `wait` seconds pass.",
@@ -255,8 +244,7 @@ class ControlCommandViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.G
         refuse_unknown_query_params(request, self, allowed=PollParamsSerializer().fields)
         params = PollParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        limit = params.validated_data["limit"]
-        wait = min(params.validated_data["wait"], settings.ACP_LONG_POLL_MAX_WAIT)
+        limit, wait = params.validated_data["limit"], params.validated_data["wait"]
         scope = {
             "user": request.user,
             "thread_id": self.kwargs["threadId"],
@@ -273,17 +261,18 @@ class ControlCommandViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.G
         if envelope["data"]:
             return Response(envelope)
         self.require_session()
-        response = Response(envelope)
-        if wait > 0:
+        if wait == 0:
+            return Response(envelope)
 
-            def check():
-                found = fetch()
-                return (200, found) if found["data"] else None
+        def check():
+            found = fetch()
+            return (200, found) if found["data"] else None
 
-            response.long_poll = LongPoll(
+        return LongPollResponse(
+            LongPoll(
                 key=services.command_notify_key(scope["session_id"]),
                 timeout=wait,
                 check=check,
-                on_timeout=lambda: (200, list_envelope([], 0, False)),
+                on_timeout=lambda: (200, envelope),
             )
-        return response
+        )

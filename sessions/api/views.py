@@ -2,22 +2,21 @@
 
 import functools
 
-from django.conf import settings
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import mixins, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from acp.api.idempotency import idempotent
-from acp.api.pagination import MAX_LIMIT, list_envelope
+from acp.api.longpoll import LongPoll, LongPollResponse, PollParamsSerializer, poll_parameters
+from acp.api.pagination import list_envelope
 from acp.api.query_params import refuse_unknown_query_params
 from acp.api.serializers import ErrorSerializer
 from acp.api.viewsets import OwnedModelViewSet, OwnedViewSetMixin, scope_to_owner
 from acp.models import Device
-from acp.realtime import LongPoll
 from acp.services import device_touch
 from sessions import selectors, services
 from sessions.api.answers import launch_answer, launch_answer_by_id, launch_answer_or_404
@@ -68,6 +67,10 @@ class WorkspaceLaunchViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.
                 "The daemon's acknowledgement (`ok` or `error`), or at once `error`/`machine_offline`.",
             ),
             504: OpenApiResponse(LaunchAnswerSerializer, "No acknowledgement in time: `error`/`daemon_timeout`."),
+            503: OpenApiResponse(
+                LaunchAnswerSerializer,
+                "The server is shutting down: `error`/`server_shutting_down` with the launch id (still pending).",
+            ),
         },
     )
     @idempotent
@@ -91,14 +94,15 @@ class WorkspaceLaunchViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.
         answer = launch_answer(launch)
         if answer is not None:  # the machine is offline: answered at once
             return Response(answer[1], status=answer[0])
-        response = Response()
-        response.long_poll = LongPoll(
-            key=services.launch_key(launch.pk),
-            timeout=max(0.0, (launch.expires_at - timezone.now()).total_seconds()),
-            check=functools.partial(launch_answer_by_id, launch.pk),
-            on_timeout=functools.partial(_time_out_launch, launch.pk),
+        return LongPollResponse(
+            LongPoll(
+                key=services.launch_key(launch.pk),
+                timeout=max(0.0, (launch.expires_at - timezone.now()).total_seconds()),
+                check=functools.partial(launch_answer_by_id, launch.pk),
+                on_timeout=functools.partial(_time_out_launch, launch.pk),
+                on_shutdown=functools.partial(_launch_answer_on_shutdown, launch.pk),
+            )
         )
-        return response
 
 
 def _time_out_launch(launch_id):
@@ -106,14 +110,13 @@ def _time_out_launch(launch_id):
     return launch_answer_or_404(services.launch_time_out(launch_id=launch_id).obj)
 
 
-class LaunchPollParamsSerializer(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=50)
-    wait = serializers.FloatField(min_value=0, default=0)
-
-    def validate_wait(self, value):
-        if value > settings.ACP_LONG_POLL_MAX_WAIT:
-            raise serializers.ValidationError(f"Ensure this value is at most {settings.ACP_LONG_POLL_MAX_WAIT:g}.")
-        return value
+def _launch_answer_on_shutdown(launch_id):
+    """The server is stopping: the acknowledgement if it came, else 503 with the launch id (it stays pending; the
+    daemon may still acknowledge it, and the sweep times it out)."""
+    answer = launch_answer_by_id(launch_id)
+    if answer is not None:
+        return answer
+    return 503, {"status": "error", "payload": {"code": "server_shutting_down", "launch_id": str(launch_id)}}
 
 
 @extend_schema(parameters=[OpenApiParameter("machine_id", OpenApiTypes.UUID, OpenApiParameter.PATH)])
@@ -136,18 +139,15 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
         summary="Fetch the machine's pending launches",
         description=(
             "Pending launches still within their deadline, oldest first. With `wait=S` (at most "
-            "`ACP_LONG_POLL_MAX_WAIT`, 30 by default) and none pending, waits until one arrives or S seconds pass. "
-            "Counts as the machine's heartbeat."
+            "`ACP_LONG_POLL_MAX_WAIT`, 30 by default; more → 400) and none pending, waits until one arrives or S "
+            "seconds pass. Counts as the machine's heartbeat."
         ),
-        parameters=[
-            OpenApiParameter("wait", OpenApiTypes.DOUBLE, description="Seconds to wait for a launch (0–30)."),
-            OpenApiParameter("limit", OpenApiTypes.INT, description=f"At most this many (1–{MAX_LIMIT}, default 50)."),
-        ],
+        parameters=poll_parameters("launches"),
         responses={200: LaunchQueueSerializer},
     )
     def poll(self, request, *args, **kwargs):
-        refuse_unknown_query_params(request, self, allowed=LaunchPollParamsSerializer().fields)
-        params = LaunchPollParamsSerializer(data=request.query_params)
+        refuse_unknown_query_params(request, self, allowed=PollParamsSerializer().fields)
+        params = PollParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         limit, wait = params.validated_data["limit"], params.validated_data["wait"]
         machine_id = self.kwargs["machine_id"]
@@ -155,15 +155,17 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
         if not device_touch(devices=machines, device_id=machine_id):  # the heartbeat, and the 404 of a foreign id
             raise NotFound()
         page = _launch_queue_page(machine_id, limit)
-        response = Response(page)
-        if not page["data"] and wait > 0:
-            response.long_poll = LongPoll(
+        if page["data"] or wait == 0:
+            return Response(page)
+        return LongPollResponse(
+            LongPoll(
                 key=services.machine_launches_key(machine_id),
                 timeout=wait,
                 check=functools.partial(_launch_queue_answer, machine_id, limit, empty_too=False),
                 on_timeout=functools.partial(_launch_queue_answer, machine_id, limit, empty_too=True),
+                on_shutdown=lambda: (200, page),  # the empty page: the daemon polls again, elsewhere
             )
-        return response
+        )
 
     @extend_schema(
         summary="Acknowledge a launch",

@@ -1,11 +1,13 @@
-"""Long-poll waiting (acp/realtime.py): the timer re-check, the last resort for a wake-up that never came."""
+"""Long-poll waiting (acp/api/longpoll.py): the timer re-check, the last resort for a wake-up that never came."""
 
 import asyncio
 import time
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
-from acp.realtime import LongPoll, get_listener, wait_for
+from acp.api.longpoll import LongPoll, LongPollResponse, wait_for
+from acp.realtime import get_listener
 
 
 def poll_that_turns_true(after: float, *, timeout: float) -> LongPoll:
@@ -49,3 +51,10 @@ def test_with_no_re_check_before_the_deadline_a_lost_wake_up_is_found_at_the_dea
 
     assert result == "arrived"  # the deadline's last check finds it
     assert 1.4 < took < 4, took
+
+
+def test_a_long_poll_response_served_without_long_poll_view_fails_loudly():
+    """A view's "wait for this" must never reach a client as an empty 200."""
+    response = LongPollResponse(poll_that_turns_true(0, timeout=1))
+    with pytest.raises(ImproperlyConfigured):
+        response.rendered_content  # noqa: B018

@@ -2,6 +2,8 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
+from acp.realtime import get_listener
+
 pytestmark = pytest.mark.django_db
 
 
@@ -44,4 +46,13 @@ def test_swagger_ui_is_served_offline(anon):
 def test_healthz_checks_the_database_without_auth(anon):
     response = anon.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
+    # The long-polls' listener is detail: started only once a long-poll waits.
+    assert response.json() == {"status": "ok", "database": "ok", "listener": get_listener().state()}
+    assert set(response.json()["listener"]) == {"connection", "waiters"}
+
+
+def test_every_operation_documents_the_503_of_a_database_outage(anon):
+    schema = yaml.safe_load(anon.get("/api/schema/").content)
+    operations = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
+    assert operations
+    assert [(path, method) for path, method, op in operations if "503" not in op["responses"]] == []

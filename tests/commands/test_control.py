@@ -300,7 +300,9 @@ def test_poll_of_an_empty_session_is_an_empty_list_at_once(api, session):
     }
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=x", "wait=-1", "wait=abc", "wait=nan", "wait=inf"])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=101", "limit=x", "wait=-1", "wait=31", "wait=abc", "wait=nan", "wait=inf"]
+)
 def test_poll_bad_params_are_400(api, session, query):
     response = api.get(control_url(session, f"/poll?{query}"))
     assert response.status_code == 400 and response.json()["code"] == "invalid_request"

@@ -21,6 +21,7 @@ from django.db import connection
 from commands.services import command_enqueue
 from tests.commands.conftest import control_url
 from tests.conftest import make_token
+from tests.sessions.live import wait_for_waiters
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -108,7 +109,7 @@ def _poll_in_thread(url: str, headers: dict) -> tuple[threading.Thread, dict]:
 def test_a_new_command_wakes_the_waiter_at_once(server, user, device, session):
     headers = {"Authorization": f"Bearer {make_token(user, device=device)}"}
     thread, outcome = _poll_in_thread(f"{server}{control_url(session, '/poll?wait=10')}", headers)
-    time.sleep(1.0)  # the waiter has subscribed and is waiting
+    wait_for_waiters(server, 1)
     assert thread.is_alive(), outcome
 
     queued_at = time.monotonic()

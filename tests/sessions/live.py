@@ -5,6 +5,7 @@ Every process started here is ended by the fixture's finalizer (SIGTERM, then SI
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,26 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, message: str =
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def listener_state(base_url: str) -> dict:
+    """The server's LISTEN connection and its number of waiting long-polls, from its /healthz."""
+    return httpx.get(f"{base_url}/healthz", timeout=5).json()["listener"]
+
+
+def wait_for_waiters(base_url: str, count: int, timeout: float = 30) -> None:
+    """Until `count` long-polls wait in the server at `base_url` (subscribed: a notification now wakes them)."""
+    wait_until(lambda: listener_state(base_url)["waiters"] >= count, timeout, 0.05, f"{count} waiters")
+
+
+async def until_waiters(base_url: str, count: int, timeout: float = 30) -> None:
+    """`wait_for_waiters` for a test whose clients run in this event loop (they must keep running meanwhile)."""
+    async with httpx.AsyncClient(timeout=timeout) as client:  # behind the polls in the queue of request threads
+        deadline = time.monotonic() + timeout
+        while (waiters := (await client.get(f"{base_url}/healthz")).json()["listener"]["waiters"]) < count:
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout}s waiting for {count} waiters ({waiters} waiting)")
+            await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -105,7 +127,10 @@ class ProcessManager:
     processes: list[Process] = field(default_factory=list)
     agent_pids: set[int] = field(default_factory=set)
 
-    def start_server(self, name: str = "acp-test-server", *, port: int | None = None, **env) -> Server:
+    def start_server(
+        self, name: str = "acp-test-server", *, port: int | None = None, gunicorn: bool = False, **env
+    ) -> Server:
+        """uvicorn serving acp.asgi; with `gunicorn`, as in production: gunicorn with one UvicornWorker."""
         port = port or free_port()
         environment = {
             **os.environ,
@@ -119,6 +144,9 @@ class ProcessManager:
         }
         command = [sys.executable, "-m", "uvicorn", "acp.asgi:application", "--host", "127.0.0.1",
                    "--port", str(port), "--log-level", "warning"]  # fmt: skip
+        if gunicorn:
+            command = [sys.executable, "-m", "gunicorn", "acp.asgi:application", "-k", "uvicorn.workers.UvicornWorker",
+                       "--workers", "1", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "30"]  # fmt: skip
         server = Server(name, self._spawn(name, command, environment), self._log_path(name), port, name)
         self.processes.append(server)
         wait_until(lambda: self._healthy(server), 30, 0.1, f"{name} to answer /healthz")
@@ -193,3 +221,70 @@ def process_state(pid: int) -> str | None:
     except FileNotFoundError:
         return None
     return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _postgres_bindir() -> Path:
+    candidates = [*sorted(Path("/usr/lib/postgresql").glob("*/bin")), Path(shutil.which("pg_ctl") or "/").parent]
+    for candidate in candidates:
+        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
+            return candidate
+    pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found")
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL cluster of a test's own (initdb on a free port, as bin/test does), to stop and start at will.
+
+    Run as the `postgres` user when the tests run as root (PostgreSQL refuses root). `remove()` stops and deletes it.
+    """
+
+    directory: Path
+    port: int
+    bindir: Path
+
+    @classmethod
+    def create(cls) -> Postgres:
+        directory = Path(tempfile.mkdtemp(prefix="acp-fault-pg-"))
+        postgres = cls(directory, free_port(), _postgres_bindir())
+        if os.getuid() == 0:
+            shutil.chown(directory, "postgres")
+        postgres._run("initdb", "-D", str(directory / "data"), "-U", "acp", "--auth=trust", "--no-locale")
+        postgres.start()
+        postgres._run("createdb", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "acp", "acp")
+        return postgres
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.directory / "server.log")
+        self._run("pg_ctl", "-D", str(self.directory / "data"), "-l", log, "-w", "-t", "30", "-o", options, "start")
+
+    def stop(self, mode: str = "immediate") -> None:
+        self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def url(self, application_name: str) -> str:
+        return f"postgres://acp@127.0.0.1:{self.port}/acp?application_name={application_name}"
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(self.url("acp-test"), autocommit=True) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def manage(self, *args: str) -> str:
+        """`manage.py ARGS` against this cluster; its output."""
+        environment = {**os.environ, "DATABASE_URL": self.url("acp-manage"), "SECRET_KEY": "live-test-secret-key"}
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=environment, capture_output=True, text=True
+        )
+        if done.returncode:
+            pytest.fail(f"manage.py {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    def _run(self, program: str, *args: str) -> None:
+        run_as = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        subprocess.run([*run_as, str(self.bindir / program), *args], check=True, capture_output=True, timeout=60)

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from acp.models import Device
 from tests.conftest import make_token, make_user
+from tests.sessions.live import until_waiters
 
 
 @pytest.mark.django_db(transaction=True)
@@ -63,7 +64,7 @@ def test_waiting_long_polls_do_not_starve_other_requests_even_with_one_thread(pr
                 asyncio.create_task(client.get(f"/api/v1/machines/{machine.pk}/launches", params={"wait": 6}))
                 for machine in machines
             ]
-            await asyncio.sleep(2)  # every poll is in and waiting
+            await until_waiters(server.url, len(machines))
             assert not any(poll.done() for poll in polls)
             started = time.monotonic()
             meanwhile = [await client.get("/v1/projects") for _ in range(5)]

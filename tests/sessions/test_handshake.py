@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from acp.domain import Conflict
 from acp.models import Device
+from acp.realtime import get_listener
 from commands.choices import SessionStatus
 from commands.models import LocalSession, Thread
 from sessions import services
@@ -17,6 +18,7 @@ from sessions.choices import LaunchStatus
 from sessions.models import Launch
 from tests.conftest import make_client, make_token
 from tests.sessions.conftest import make_launch
+from tests.sessions.live import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -252,7 +254,7 @@ def test_a_waiting_fetch_wakes_as_soon_as_a_launch_is_recorded(device_api, user,
 
     waiter = threading.Thread(target=fetch)
     waiter.start()
-    time.sleep(0.5)
+    wait_until(lambda: get_listener().waiter_count() == 1, 10, message="the fetch to wait")
     launch = services.launch_create(user=user, workspace=workspace, machine=device)
     waiter.join(15)
     assert [item["id"] for item in result["page"]["data"]] == [str(launch.id)]

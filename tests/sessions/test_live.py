@@ -13,7 +13,7 @@ from commands.models import ControlCommand, LocalSession
 from sessions.choices import LaunchStatus
 from sessions.models import Launch, Workspace
 from tests.conftest import make_token
-from tests.sessions.live import process_state, wait_until
+from tests.sessions.live import process_state, wait_for_waiters, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -144,9 +144,14 @@ def test_no_daemon_means_504_in_time_with_no_transaction_left_open(processes, us
 
     waiter = threading.Thread(target=launch)
     waiter.start()
-    wait_until(lambda: Launch.objects.filter(status=LaunchStatus.PENDING).exists(), 5, message="the launch")
-    time.sleep(0.5)  # well inside the wait
-    during = pg_activity()
+    wait_for_waiters(server.url, 1, timeout=5)
+
+    def server_connection_released():
+        rows = pg_activity()
+        return rows if not any(name == "acp-timeout-server" for name, _ in rows) else None
+
+    # The waiter's first check (and the /healthz just asked) give their connections back at once.
+    during = wait_until(server_connection_released, 1, message="the server's own connections to close")
     waiter.join(10)
 
     # While it waits, the server holds no connection of its own but its LISTEN one, and nothing idles in a transaction.

@@ -20,6 +20,7 @@ from acp.models import Device
 from acp.serving import optimised
 from acp.serving.middleware import inline
 from tests.conftest import make_token, make_user
+from tests.sessions.live import until_waiters
 
 WAITERS = 300
 
@@ -69,8 +70,8 @@ def test_waiters_hold_no_database_connection_and_no_thread(processes):
     loop = asyncio.new_event_loop()
     try:
         polls = loop.create_task(hold_long_polls(url, token, WAITERS, wait=30))
-        loop.run_until_complete(asyncio.sleep(12))  # time for every poll to be taken in and checked once
-        assert server_connections("acp-listener") >= 1, "the waiters never subscribed"
+        loop.run_until_complete(until_waiters(server.url, WAITERS, timeout=25))
+        assert server_connections("acp-listener") >= 1
         # Then only the listener's connection remains.
         connections_while_waiting = None
         for _ in range(100):
