@@ -16,7 +16,10 @@ from django.db.models import Case, F, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from acp import domain
+from acp.models import Environment
 from acp.realtime import notify
+from acp.references import gone_references, lock_references
 from commands.choices import (
     COMMAND_ALLOWED_TRANSITIONS,
     SESSION_START_STATES,
@@ -73,7 +76,8 @@ def command_notify_key(session_id) -> str:
 
 @transaction.atomic
 def thread_create(*, user, environment=None, title: str = "", metadata: dict | None = None) -> Thread:
-    """Create a thread owned by `user`."""
+    """Create a thread owned by `user`; `InvalidInput` if its environment was deleted meanwhile."""
+    lock_references(environmentId=environment)
     return Thread.objects.create(user=user, environment=environment, title=title, metadata=metadata or {})
 
 
@@ -100,6 +104,16 @@ def local_session_create(
     if status == SessionStatus.RUNNING and started_at is None:
         started_at = timezone.now()
     environment_id = workspace_binding.environment_id if workspace_binding else thread.environment_id
+    gone = gone_references(
+        deviceId=device,
+        workspaceBindingId=workspace_binding,
+        environment=Environment(pk=environment_id) if environment_id else None,
+    )
+    if "environment" in gone:
+        gone.remove("environment")
+        environment_id = None  # deleted meanwhile: what its SET NULL would have made of the session
+    if gone:
+        raise domain.InvalidInput({name: "The object was deleted." for name in gone})
     return LocalSession.objects.create(
         user=user,
         thread=thread,

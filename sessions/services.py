@@ -14,13 +14,38 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from acp import realtime
+from acp import domain, realtime
+from acp.models import Device
+from acp.references import gone_references, lock_references, lock_row
 from commands.choices import SessionStatus
 from commands.services import local_session_create, thread_create
 from sessions.choices import AckStatus, LaunchErrorCode, LaunchStatus
 from sessions.models import Launch, Workspace
 
 THREAD_TITLE_MAX = 200
+_WORKSPACE_REFERENCES = {"project": "project_id", "default_machine": "default_machine_id"}
+
+
+def _lock_workspace_references(fields: dict) -> None:
+    lock_references(**{api: fields[name] for name, api in _WORKSPACE_REFERENCES.items() if name in fields})
+
+
+@transaction.atomic
+def workspace_create(*, user, **fields) -> Workspace:
+    """Create a workspace; `InvalidInput` naming the field if its project or default machine was deleted."""
+    _lock_workspace_references(fields)
+    return Workspace.objects.create(user=user, **fields)
+
+
+@transaction.atomic
+def workspace_update(*, workspace: Workspace, **fields) -> Workspace:
+    """Change a workspace; `InvalidInput` for a reference deleted meanwhile, `NotFound` if the workspace was."""
+    _lock_workspace_references(fields)
+    lock_row(workspace)
+    for name, value in fields.items():
+        setattr(workspace, name, value)
+    workspace.save(update_fields=[*fields, "updated_at"])
+    return workspace
 
 
 class LaunchConflict(Exception):
@@ -57,6 +82,11 @@ def launch_create(
     """Record a launch. An online machine's launch is `pending` and its daemon is woken when this commits;
     an offline machine's launch is recorded `failed` (`machine_offline`) and offered to nobody."""
     now = now or timezone.now()
+    gone = gone_references(workspace=workspace, machine_id=machine, user_session_id=user_session)
+    if "workspace" in gone:
+        raise domain.NotFound()
+    if gone:
+        raise domain.InvalidInput({name: "The object was deleted." for name in gone})
     online = machine.is_online(now)
     launch = Launch.objects.create(
         user=user,
@@ -90,6 +120,10 @@ def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = No
     payload = payload if payload is not None else {}
     now = now or timezone.now()
     with transaction.atomic():
+        # The machine before the launch (the order a delete of the machine takes them in): the local session
+        # made below refers to it.
+        if gone_references(machine=Device(pk=launch.machine_id)):
+            raise domain.NotFound()  # the launch went with its machine
         launch = (
             Launch.objects.select_for_update(of=("self",))
             .select_related("user", "workspace", "machine", "user_session")

@@ -4,6 +4,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
 from acp.api.permissions import token_device_id
+from acp.references import delete_locked
 
 
 def scope_to_owner(queryset, request, *, owner_field="user", device_field=None):
@@ -76,5 +77,5 @@ class OwnedModelViewSet(
         return Response(self.wrap(serializer.data))
 
     def destroy(self, request, *args, **kwargs):
-        self.get_object().delete()
+        delete_locked(self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
