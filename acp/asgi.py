@@ -8,9 +8,10 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "acp.settings")
 django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application() does
 
+from acp.asgi_guards import RequestBodyGuard  # noqa: E402 - needs the apps loaded
 from acp.request_threads import PooledThreadsASGIHandler  # noqa: E402 - needs the apps loaded
 
-application = PooledThreadsASGIHandler()
+application = RequestBodyGuard(PooledThreadsASGIHandler())
 
 
 def tune_garbage_collector() -> None:
