@@ -11,17 +11,23 @@ nothing refers to a missing row and the writer's answer agrees with what is stor
 
 import threading
 import traceback
+import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.apps import apps
-from django.db import connection, models
+from django.db import IntegrityError, connection, models, transaction
 from django.urls import URLResolver, get_resolver, reverse
+from django.utils import timezone
 
+from acp.api.errors import exception_handler
 from acp.models import Device, Environment, Project
+from bindings.api.views import WorkspaceBindingViewSet
 from bindings.models import SyncSession, WorkspaceBinding
 from commands.models import LocalSession, Thread
+from sessions.choices import LaunchStatus
 from sessions.models import Launch, Workspace
 from tests.conftest import make_client, make_token, make_user
 
@@ -81,7 +87,9 @@ class Write:
     method: str
     path: str
     body: dict
-    row_id: Any = None  # the row a PATCH changes (its id is in the response of a create)
+    row_id: Any = None  # the row a PATCH changes (a create's is in its response)
+    token: str | None = None  # another token than the world's (a device's)
+    written_key: str | None = None  # the response's key naming the row written, when it is not the object itself
 
 
 def binding_for(world, **refs):
@@ -163,6 +171,20 @@ def local_session_create(key_or_thread_env):
     return write
 
 
+def launch_ack(world, target):
+    """The daemon's "ok" creates the local session on the launch's machine."""
+    launch = Launch.objects.create(
+        user=world.user,
+        workspace=world.workspace,
+        machine=target,
+        status=LaunchStatus.PENDING,
+        expires_at=timezone.now() + timedelta(minutes=1),
+    )
+    path = f"/api/v1/machines/{target.pk}/launches/{launch.pk}/ack"
+    token = make_token(world.user, device=target)
+    return Write("post", path, {"status": "ok", "payload": {}}, token=token, written_key="local_session_id")
+
+
 WRITERS = {
     (WorkspaceBinding, "device"): [binding_create("deviceId"), binding_patch("deviceId")],
     (WorkspaceBinding, "environment"): [binding_create("environmentId"), binding_patch("environmentId")],
@@ -176,7 +198,7 @@ WRITERS = {
     (Launch, "workspace"): [launch_in],
     (Launch, "machine"): [launch_on],
     (Thread, "environment"): [thread_create],
-    (LocalSession, "device"): [local_session_create("deviceId")],
+    (LocalSession, "device"): [local_session_create("deviceId"), launch_ack],
     (LocalSession, "workspace_binding"): [local_session_create("workspaceBindingId")],
     (LocalSession, "environment"): [local_session_create("thread environment")],
 }
@@ -277,7 +299,8 @@ def assert_answer_matches_store(model, write, fk, target, write_status, write_bo
             row = model.objects.filter(pk=write.row_id).first()
             assert row is None or getattr(row, fk.attname) != target.pk
         return
-    row = model.objects.filter(pk=write.row_id or written_id(write_body)).first()
+    row_id = write_body[write.written_key] if write.written_key else write.row_id or written_id(write_body)
+    row = model.objects.filter(pk=row_id).first()
     if not deleted:
         assert row is not None and getattr(row, fk.attname) == target.pk
     elif row is not None:  # the write came first and the delete then applied to it
@@ -300,15 +323,28 @@ def test_a_write_racing_a_delete_of_what_it_refers_to_is_answered(model, fk_name
         write = writer(world, target)
         delete_path = reverse(DELETABLE[fk.related_model], kwargs={"pk": target.pk})
         (write_status, write_body), (delete_status, delete_body) = run_together(
-            lambda write=write: request(world.token, write.method, write.path, write.body),
+            lambda write=write: request(write.token or world.token, write.method, write.path, write.body),
             lambda path=delete_path: request(world.token, "delete", path),
         )
         assert write_status < 500 and delete_status < 500, (write_status, write_body, delete_status, delete_body)
-        assert write_status in (200, 201, 400, 404, 409), (write_status, write_body)
+        # 401: a device token goes with its device
+        assert write_status in (200, 201, 400, 401, 404, 409), (write_status, write_body)
         assert delete_status in (204, 409), (delete_status, delete_body)
         if write_status >= 400:
-            assert write_body["code"] in ("invalid_request", "not_found", "conflict"), write_body
+            assert write_body["code"] in ("invalid_request", "unauthorized", "not_found", "conflict"), write_body
         deleted = not fk.related_model.objects.filter(pk=target.pk).exists()
         assert deleted == (delete_status == 204)
         assert_no_dangling_references()
         assert_answer_matches_store(model, write, fk, target, write_status, write_body, deleted)
+
+
+def test_a_foreign_key_violation_that_reaches_the_handler_is_a_409_naming_the_field():
+    """The backstop: a write that skipped the lock and lost the race (PostgreSQL's own error, caught at commit)."""
+    world = make_world()
+    with pytest.raises(IntegrityError) as caught, transaction.atomic():
+        WorkspaceBinding.objects.create(
+            user=world.user, device=world.device, environment=world.environment, project_id=uuid.uuid4(), local_path="/"
+        )
+    response = exception_handler(caught.value, {"view": WorkspaceBindingViewSet()})
+    assert response.status_code == 409
+    assert response.data["code"] == "conflict" and set(response.data["details"]) == {"projectId"}
