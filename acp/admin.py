@@ -3,7 +3,7 @@ from django.contrib.auth.admin import UserAdmin
 
 from acp import services
 from acp.admin_json import pretty_json_field
-from acp.models import ApiToken, Device, Environment, Project, User
+from acp.models import ApiToken, Device, Environment, IdempotencyKey, Project, User
 
 admin.site.register(User, UserAdmin)
 
@@ -69,3 +69,26 @@ class ApiTokenAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"Skipped {skipped} token(s) already revoked.", messages.WARNING)
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(admin.ModelAdmin):
+    list_display = ["key", "user", "response_status", "resource_id", "created_at"]
+    list_select_related = ["user"]
+    search_fields = ["key", "user__username", "user__email", "resource_id"]
+    readonly_fields = [
+        "id",
+        "user",
+        "key",
+        "request_fingerprint",
+        "response_status",
+        "response_json_pretty",
+        "resource_id",
+        "created_at",
+        "updated_at",
+    ]
+    exclude = ["response_body"]
+    response_json_pretty = pretty_json_field("response_json")
+
+    def has_add_permission(self, request):
+        return False

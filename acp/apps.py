@@ -1,10 +1,11 @@
-from django.apps import AppConfig
+from acp import composition
 
 
-class AcpConfig(AppConfig):
+class AcpConfig(composition.AcpAppConfig):
     name = "acp"
     verbose_name = "ACP registry"
-    default_auto_field = "django.db.models.BigAutoField"
+    retention = "acp.selectors.retention_targets"
+    dashboard = "acp.selectors.dashboard_counts"
 
     def ready(self):
         from acp.api import schema  # noqa: F401  (registers the OpenAPI extensions)

@@ -1,5 +1,6 @@
 """The registry every app shares: API tokens, projects, environments and devices."""
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -123,3 +124,26 @@ class ApiToken(models.Model):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > now
+
+
+class IdempotencyKey(OwnedModel):
+    """The first answer to a create made with an `Idempotency-Key` (per user), replayed to its repeats.
+
+    `response_status` is null while the first request is in flight (a launch waiting for its daemon).
+    """
+
+    key = models.CharField(max_length=255)
+    request_fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and body.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True, default="", help_text="The first answer's JSON, byte for byte.")
+    resource_id = models.UUIDField(null=True, blank=True, help_text="The id of what the first request created.")
+
+    class Meta(OwnedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_one_per_user_and_key")]
+
+    def __str__(self):
+        return self.key
+
+    @property
+    def response_json(self):
+        return json.loads(self.response_body) if self.response_body else None

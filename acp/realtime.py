@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, connections
 
-from acp.request_threads import released_request_thread
+from acp.serving.request_threads import released_request_thread
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +228,7 @@ class LongPoll:
     timeout: float
     check: Check  # returns a result, or None while there is nothing yet
     on_timeout: Check
+    on_answer: Callable[[int, str], None] | None = None  # called in a worker thread with the answer's status and JSON
 
 
 async def wait_for(poll: LongPoll) -> Any:

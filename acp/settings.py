@@ -62,17 +62,24 @@ INSTALLED_APPS = [
     "commands",
 ]
 
+# How requests are served (acp/serving/): "optimised" (pooled request threads, middleware hooks in the event loop,
+# fixed SQL on the hottest paths, a tuned garbage collector) or "stock" (Django's own handler, middleware and ORM).
+ACP_SERVING = os.environ.get("ACP_SERVING", "optimised").strip().lower()
+if ACP_SERVING not in ("optimised", "stock"):
+    raise ImproperlyConfigured(f'ACP_SERVING must be "optimised" or "stock", not "{ACP_SERVING}".')
+
+# Django's stock classes, listed by their own paths so `check --deploy` sees them; with ACP_SERVING=optimised the
+# ASGI handler loads their inline subclasses instead (acp/serving/middleware.py).
 MIDDLEWARE = [
     "acp.api.middleware.RequestGuardMiddleware",
-    # Django's own middleware, with hooks that run in the event loop under ASGI (acp.api.middleware.InlineHooks).
-    "acp.api.middleware.InlineSecurityMiddleware",
-    "acp.api.middleware.StaticFilesMiddleware",
-    "acp.api.middleware.InlineSessionMiddleware",
-    "acp.api.middleware.InlineCommonMiddleware",
-    "acp.api.middleware.InlineCsrfViewMiddleware",
-    "acp.api.middleware.InlineAuthenticationMiddleware",
-    "acp.api.middleware.InlineMessageMiddleware",
-    "acp.api.middleware.InlineXFrameOptionsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "acp.api.middleware.ApiNotFoundMiddleware",
     # Turns a locked-out admin sign-in into the lockout page (django-axes; async-capable, so no thread hop).
     "axes.middleware.AxesMiddleware",
@@ -124,8 +131,9 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DATABASE_POOL", False):
-    # Under ASGI every request runs in a fresh thread, so per-thread persistent connections
-    # are never reused; psycopg's pool hands the same few connections out instead.
+    # Django's connections are per thread; under ASGI a request's thread is one of a few pooled ones
+    # (acp/serving/request_threads.py), or a fresh one per request with ACP_SERVING=stock. psycopg's pool
+    # shares a few connections among all of them, and keeps none open per idle thread.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN", 2),
@@ -193,12 +201,17 @@ ACP_MAX_HEADER_BYTES = env_int("ACP_MAX_HEADER_BYTES", 16 * 1024)  # as uvicorn'
 ACP_LAUNCH_ACK_TIMEOUT = env_float("ACP_LAUNCH_ACK_TIMEOUT", 10.0)  # seconds
 ACP_COMMAND_TTL = os.environ.get("ACP_COMMAND_TTL", "1h")  # a duration: 30s, 15m, 2h, 30d
 ACP_RETENTION_DAYS = env_int("ACP_RETENTION_DAYS", 30)
+# A duration: how long an Idempotency-Key replays its answer; retention deletes older records.
+ACP_IDEMPOTENCY_TTL = os.environ.get("ACP_IDEMPOTENCY_TTL", "24h")
+ACP_SESSION_LOST_AFTER = os.environ.get("ACP_SESSION_LOST_AFTER", "10m")  # live session with no heartbeat: failed
 ACP_LONG_POLL_MAX_WAIT = env_float("ACP_LONG_POLL_MAX_WAIT", 30.0)
 # Seconds between a waiter's re-checks of the database when no notification came (a last resort; acp/realtime.py).
 ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)
-# Threads per server process for requests' synchronous code under ASGI (acp/request_threads.py).
+# Threads per server process for requests' synchronous code under ASGI (acp/serving/request_threads.py; optimised only).
 ACP_REQUEST_THREADS = env_int("ACP_REQUEST_THREADS", 4)
 ACP_TOKEN_TOUCH_INTERVAL = env_int("ACP_TOKEN_TOUCH_INTERVAL", 60)  # seconds between lastUsedAt writes
+# Seconds after which an unanswered Idempotency-Key claim (its request died) may be taken over.
+ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT = env_float("ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT", 120.0)
 
 # The body limit is enforced by RequestGuardMiddleware with a JSON 413; Django's own check agrees.
 DATA_UPLOAD_MAX_MEMORY_SIZE = ACP_MAX_BODY_BYTES

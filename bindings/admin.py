@@ -8,6 +8,7 @@ from django.utils.html import format_html
 
 from acp.admin_json import pretty_json_field
 from acp.admin_permissions import CancelActionPermissionMixin
+from acp.domain import InvalidTransition
 from bindings import services
 from bindings.choices import SyncSessionStatus
 from bindings.models import SyncSession, WorkspaceBinding
@@ -142,8 +143,8 @@ class SyncSessionAdmin(CancelActionPermissionMixin, admin.ModelAdmin):
         cancelled, skipped = 0, []
         for session in queryset.select_related(None).only("id", "status"):
             try:
-                changed = services.sync_session_cancel(session=session)
-            except services.InvalidTransition:
+                changed = services.sync_session_cancel(session=session).changed
+            except InvalidTransition:
                 changed = False
             if changed:
                 cancelled += 1

@@ -1,7 +1,9 @@
-from django.apps import AppConfig
+from acp import composition
 
 
-class BindingsConfig(AppConfig):
+class BindingsConfig(composition.AcpAppConfig):
     name = "bindings"
     verbose_name = "Workspace bindings and push/pull sessions"
-    default_auto_field = "django.db.models.BigAutoField"
+    retention = "bindings.selectors.retention_targets"
+    dashboard = "bindings.selectors.dashboard_counts"
+    support_actions = (("syncsession", "cancel_syncsession", "Can cancel prepared push/pull sessions"),)

@@ -23,8 +23,6 @@ class SyncSessionStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-TERMINAL_STATES = frozenset({SyncSessionStatus.SUPERSEDED, SyncSessionStatus.CANCELLED})
-
 # Only a prepared session moves, and only to one of the terminal states.
 ALLOWED_TRANSITIONS = {
     SyncSessionStatus.PREPARED: frozenset({SyncSessionStatus.SUPERSEDED, SyncSessionStatus.CANCELLED}),

@@ -1,48 +1,15 @@
 """Every write of the bindings app: bindings, and the push/pull session state machine."""
 
 import functools
-from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from acp import rawsql
+from acp.domain import Conflict, InvalidTransition, NotFound, Outcome
 from acp.references import lock_references, lock_row
+from acp.serving import optimised, rawsql
 from bindings.choices import ALLOWED_TRANSITIONS, SyncDirection, SyncSessionStatus
 from bindings.models import ONE_PREPARED_CONSTRAINT, SyncSession, WorkspaceBinding
-
-
-class BindingNotFound(Exception):
-    """The binding does not exist, or is not the caller's (or not the device token's)."""
-
-
-class InvalidTransition(Exception):
-    """The session is in a state the operation cannot start from."""
-
-    def __init__(self, session: SyncSession, message: str):
-        super().__init__(message)
-        self.session = session
-
-
-class SignatureConflict(Exception):
-    """A signature already names different content (a signature names exactly one plan, preview or result)."""
-
-    def __init__(self, session: SyncSession, message: str):
-        super().__init__(message)
-        self.session = session
-
-
-@dataclass(frozen=True)
-class Prepared:
-    session: SyncSession
-    created: bool
-
-
-@dataclass(frozen=True)
-class Applied:
-    session: SyncSession
-    updated: bool
-
 
 # The request fields that name the binding's references (for a refusal that says which one went away).
 _REFERENCE_FIELDS = {"device": "deviceId", "environment": "environmentId", "project": "projectId"}
@@ -79,12 +46,12 @@ def sync_session_prepare(
     plan: dict,
     metadata: dict | None = None,
     device_id=None,
-) -> Prepared:
-    """Prepare a push or pull session on one of `user`'s bindings (of `device_id` only, if given).
+) -> Outcome[SyncSession]:
+    """Prepare a push or pull session on one of `user`'s bindings (of `device_id` only, if given; else `NotFound`).
 
     Guarantees: a prepared session of that direction with the same signature and plan is returned as is
-    (`created=False`); the same signature with another plan raises `SignatureConflict`; otherwise every prepared
-    session of that direction is superseded and a new prepared one created, atomically (`created=True`).
+    (`changed=False`); the same signature with another plan raises `Conflict`; otherwise every prepared
+    session of that direction is superseded and a new prepared one created, atomically (`changed=True`).
     At most one session per (binding, direction) is ever prepared; a concurrent writer that slips past the binding
     lock hits the database constraint, and the prepare is answered again from the committed state.
     """
@@ -107,18 +74,18 @@ def sync_session_prepare(
 
 
 @transaction.atomic
-def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, device_id) -> Prepared:
+def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, device_id) -> Outcome[SyncSession]:
     binding = _lock_binding(binding_id=binding_id, user_id=user.pk, device_id=device_id)
     if binding is None:
-        raise BindingNotFound()
+        raise NotFound()
 
     prepared = _supersede_unless_signed(
         binding_id=binding.pk, direction=direction, plan_signature=plan_signature, now=timezone.now()
     )
     if prepared is not None and prepared.plan_signature == plan_signature:
         if prepared.plan != plan:
-            raise SignatureConflict(prepared, "A prepared session with this planSignature has a different plan.")
-        return Prepared(session=prepared, created=False)
+            raise Conflict(prepared, "A prepared session with this planSignature has a different plan.")
+        return Outcome(prepared, changed=False)
 
     session = SyncSession(
         user_id=binding.user_id,
@@ -132,12 +99,16 @@ def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, dev
         plan=plan,
         metadata=metadata,
     )
-    rawsql.insert(session)
-    return Prepared(session=session, created=True)
+    if optimised():
+        rawsql.insert(session)
+    else:
+        session.save(force_insert=True)
+    return Outcome(session, changed=True)
 
 
-# The prepare is the API's hottest write, so its three statements are written out (acp/rawsql.py): Django took
-# longer to compile them than PostgreSQL took to run them (bench/run.py --profile).
+# The prepare is the API's hottest write, so its three statements are written out (acp/serving/rawsql.py): Django
+# took longer to compile them than PostgreSQL took to run them (bench/run.py --profile). With ACP_SERVING=stock
+# they go through the ORM.
 
 
 def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
@@ -148,10 +119,13 @@ def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
     them, and a delete of one of them locks it before the binding (acp/references.py); were they left to the
     commit's own foreign-key check, which takes them last, the two could deadlock.
     """
-    db = rawsql.database()
     criteria = {"id": binding_id, "user": user_id}
     if device_id is not None:
         criteria["device"] = device_id
+    if not optimised():
+        bindings = WorkspaceBinding.objects.select_for_update(no_key=True).filter(**criteria)
+        return bindings.extra(where=_references_locked()).first()  # fixed SQL (no input): the ORM has no FOR KEY SHARE
+    db = rawsql.database()
     params = [rawsql.db_value(db, WorkspaceBinding, name, value) for name, value in criteria.items()]
     found = rawsql.fetch_one(db, (WorkspaceBinding,), _lock_binding_sql(db.vendor, tuple(criteria)), params)
     return found[0] if found else None
@@ -161,31 +135,38 @@ def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
 def _lock_binding_sql(vendor: str, criteria: tuple[str, ...]) -> str:
     table = rawsql.quote(WorkspaceBinding._meta.db_table)
     where = " AND ".join(f"{rawsql.column(WorkspaceBinding, name)} = %s" for name in criteria)
-    lock = ""
-    if rawsql.database().features.has_select_for_no_key_update:
-        where += "".join(f" AND {_reference_locked(table, name)}" for name in ("device", "environment", "project"))
-        lock = " FOR NO KEY UPDATE"
+    lock = " FOR NO KEY UPDATE" if rawsql.database().features.has_select_for_no_key_update else ""
+    where = " AND ".join([where, *_references_locked()])
     return f"SELECT {rawsql.columns(WorkspaceBinding)} FROM {table} WHERE {where}{lock}"
 
 
-def _reference_locked(table: str, name: str) -> str:
-    """A condition that holds while the binding's `name` exists, and locks that row FOR KEY SHARE."""
-    field = WorkspaceBinding._meta.get_field(name)
-    target = field.related_model._meta
-    column = f"{table}.{rawsql.quote(field.column)}"
-    probe = (
-        f"EXISTS (SELECT 1 FROM {rawsql.quote(target.db_table)} AS r"
-        f" WHERE r.{rawsql.quote(target.pk.column)} = {column} FOR KEY SHARE)"
-    )
-    return f"({column} IS NULL OR {probe})" if field.null else probe
+@functools.cache
+def _references_locked() -> tuple[str, ...]:
+    """Conditions that hold while the binding's device, environment and project exist, and lock each of those
+    rows FOR KEY SHARE (on PostgreSQL; nothing elsewhere)."""
+    db = rawsql.database()
+    if db.vendor != "postgresql":
+        return ()
+    table = rawsql.quote(WorkspaceBinding._meta.db_table)
+    conditions = []
+    for name in ("device", "environment", "project"):
+        field = WorkspaceBinding._meta.get_field(name)
+        target = field.related_model._meta
+        column = f"{table}.{rawsql.quote(field.column)}"
+        probe = (
+            f"EXISTS (SELECT 1 FROM {rawsql.quote(target.db_table)} AS r"
+            f" WHERE r.{rawsql.quote(target.pk.column)} = {column} FOR KEY SHARE)"
+        )
+        conditions.append(f"({column} IS NULL OR {probe})" if field.null else probe)
+    return tuple(conditions)
 
 
 _SUPERSEDE_UNLESS_SIGNED = """
 WITH current AS (
-    SELECT * FROM {table} WHERE workspace_binding_id = %s AND direction = %s AND status = %s
+    SELECT * FROM {table} WHERE {binding} = %s AND {direction} = %s AND {status} = %s
 ), superseded AS (
-    UPDATE {table} AS s SET status = %s, updated_at = %s
-    FROM current WHERE s.id = current.id AND s.status = %s AND current.plan_signature <> %s
+    UPDATE {table} AS s SET {status} = %s, {updated_at} = %s
+    FROM current WHERE s.{id} = current.{id} AND s.{status} = %s AND current.{plan_signature} <> %s
 )
 SELECT {columns} FROM current
 """
@@ -197,11 +178,11 @@ def _supersede_unless_signed(
     """The prepared session of (binding, direction) as it was, superseded in passing unless it has this signature.
 
     Runs under the binding lock, in a statement that starts after the lock is held, so it sees every prepare
-    committed before. On PostgreSQL it is one statement (the prepare's query budget); elsewhere two.
+    committed before. On PostgreSQL, optimised, it is one statement (the prepare's query budget); otherwise two.
     """
     db = rawsql.database()
     if single_statement is None:
-        single_statement = db.vendor == "postgresql"
+        single_statement = optimised() and db.vendor == "postgresql"
     if single_statement:
         # `s.status` is re-checked if a concurrent cancel held the row: a cancelled session stays cancelled.
         prepared, superseded = SyncSessionStatus.PREPARED, SyncSessionStatus.SUPERSEDED
@@ -220,53 +201,59 @@ def _supersede_unless_signed(
 
 @functools.cache
 def _supersede_unless_signed_sql(vendor: str) -> str:
-    table = rawsql.quote(SyncSession._meta.db_table)
-    return _SUPERSEDE_UNLESS_SIGNED.format(table=table, columns=rawsql.columns(SyncSession))
+    names = ("id", "direction", "status", "updated_at", "plan_signature")
+    return _SUPERSEDE_UNLESS_SIGNED.format(
+        table=rawsql.quote(SyncSession._meta.db_table),
+        columns=rawsql.columns(SyncSession),
+        binding=rawsql.column(SyncSession, "workspace_binding"),
+        **{name: rawsql.column(SyncSession, name) for name in names},
+    )
 
 
 @transaction.atomic
-def sync_session_cancel(*, session: SyncSession) -> bool:
-    """Cancel a prepared session. Returns False when it was already cancelled (nothing changes).
+def sync_session_cancel(*, session: SyncSession) -> Outcome[SyncSession]:
+    """Cancel a prepared session; `changed=False` when it was already cancelled (nothing changes).
 
     Raises `InvalidTransition` for a superseded session: it was replaced, there is nothing left to cancel.
     """
     locked = SyncSession.objects.select_for_update().get(pk=session.pk)
     _refresh(session, locked)
     if session.status == SyncSessionStatus.CANCELLED:
-        return False
+        return Outcome(session, changed=False)
     _check_transition(session, SyncSessionStatus.CANCELLED)
     session.status = SyncSessionStatus.CANCELLED
     session.save(update_fields=["status", "updated_at"])
-    return True
+    return Outcome(session, changed=True)
 
 
 def pull_session_apply_preview(
     *, session: SyncSession, preview: dict, preview_signature: str, metadata=None
-) -> Applied:
+) -> Outcome[SyncSession]:
     """Attach the daemon's apply preview to a prepared pull session (a repeat of its signature is a no-op)."""
     return _apply(session=session, kind="preview", content=preview, signature=preview_signature, metadata=metadata)
 
 
-def pull_session_apply_result(*, session: SyncSession, result: dict, result_signature: str, metadata=None) -> Applied:
+def pull_session_apply_result(
+    *, session: SyncSession, result: dict, result_signature: str, metadata=None
+) -> Outcome[SyncSession]:
     """Attach the daemon's apply result to a prepared pull session (a repeat of its signature is a no-op)."""
     return _apply(session=session, kind="result", content=result, signature=result_signature, metadata=metadata)
 
 
 @transaction.atomic
-def _apply(*, session: SyncSession, kind: str, content: dict, signature: str, metadata) -> Applied:
+def _apply(*, session: SyncSession, kind: str, content: dict, signature: str, metadata) -> Outcome[SyncSession]:
     if session.direction != SyncDirection.PULL:
         raise ValueError("Only pull sessions have an apply preview and result.")
     locked = SyncSession.objects.select_for_update().get(pk=session.pk)
     _refresh(session, locked)
     if session.status != SyncSessionStatus.PREPARED:
-        raise InvalidTransition(
-            session, f"Only a prepared pull session takes an apply {kind}; this one is {session.status}."
-        )
+        message = f"Only a prepared pull session takes an apply {kind}; this one is {session.status}."
+        raise InvalidTransition(session, message)
     signature_field = f"{kind}_signature"
     if getattr(session, signature_field) == signature:
         if getattr(session, kind) != content:
-            raise SignatureConflict(session, f"This session's apply {kind} with this {kind}Signature differs.")
-        return Applied(session=session, updated=False)
+            raise Conflict(session, f"This session's apply {kind} with this {kind}Signature differs.")
+        return Outcome(session, changed=False)
     setattr(session, kind, content)
     setattr(session, signature_field, signature)
     fields = [kind, signature_field, "updated_at"]
@@ -274,7 +261,7 @@ def _apply(*, session: SyncSession, kind: str, content: dict, signature: str, me
         session.metadata = {**session.metadata, **metadata}
         fields.append("metadata")
     session.save(update_fields=fields)
-    return Applied(session=session, updated=True)
+    return Outcome(session, changed=True)
 
 
 def _check_transition(session: SyncSession, target: SyncSessionStatus) -> None:

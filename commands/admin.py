@@ -6,7 +6,7 @@ from acp.admin_json import pretty_json_field
 from acp.admin_permissions import CancelActionPermissionMixin
 from commands import services
 from commands.choices import SESSION_TERMINAL_STATES, SessionStatus
-from commands.models import ControlCommand, IdempotencyKey, LocalSession, Thread
+from commands.models import ControlCommand, LocalSession, Thread
 
 
 class PrettyJsonMixin:
@@ -15,7 +15,6 @@ class PrettyJsonMixin:
     metadata_pretty = pretty_json_field("metadata")
     payload_pretty = pretty_json_field("payload")
     result_pretty = pretty_json_field("result")
-    response_body_pretty = pretty_json_field("response_body")
 
 
 @admin.register(Thread)
@@ -127,30 +126,8 @@ class ControlCommandAdmin(CancelActionPermissionMixin, PrettyJsonMixin, admin.Mo
 
     @admin.action(description="Cancel selected pending commands", permissions=["cancel"])
     def cancel_pending_commands(self, request, queryset):
-        cancelled = sum(services.command_cancel(command=command) for command in queryset)
+        cancelled = sum(services.command_cancel(command=command).changed for command in queryset)
         skipped = len(queryset) - cancelled
         self.message_user(request, f"Cancelled {cancelled} pending command(s).", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"Skipped {skipped} command(s) that were not pending.", messages.WARNING)
-
-
-@admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(PrettyJsonMixin, admin.ModelAdmin):
-    list_display = ["key", "user", "response_status", "command", "created_at"]
-    list_select_related = ["user", "command"]
-    search_fields = ["key", "user__username", "user__email", "command__id"]
-    readonly_fields = [
-        "id",
-        "user",
-        "key",
-        "request_fingerprint",
-        "response_status",
-        "response_body_pretty",
-        "command",
-        "created_at",
-        "updated_at",
-    ]
-    exclude = ["response_body"]
-
-    def has_add_permission(self, request):
-        return False

@@ -1,7 +1,10 @@
-from django.apps import AppConfig
+from acp import composition
 
 
-class CommandsConfig(AppConfig):
+class CommandsConfig(composition.AcpAppConfig):
     name = "commands"
     verbose_name = "Threads, local sessions and control commands"
-    default_auto_field = "django.db.models.BigAutoField"
+    retention = "commands.selectors.retention_targets"
+    dashboard = "commands.selectors.dashboard_counts"
+    sweep_jobs = ("commands.jobs.expire_commands", "commands.jobs.reap_lost_sessions")
+    support_actions = (("controlcommand", "cancel_controlcommand", "Can cancel pending control commands"),)

@@ -119,21 +119,3 @@ class ControlCommand(OwnedModel):
 
     def __str__(self):
         return f"{self.command_type} {self.id} ({self.status})"
-
-
-class IdempotencyKey(OwnedModel):
-    """The first answer to a request made with an `Idempotency-Key`, replayed to its repeats (per user)."""
-
-    key = models.CharField(max_length=255)
-    request_fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and body.")
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
-    command = models.ForeignKey(
-        ControlCommand, on_delete=models.SET_NULL, null=True, blank=True, related_name="idempotency_keys"
-    )
-
-    class Meta(OwnedModel.Meta):
-        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
-
-    def __str__(self):
-        return self.key

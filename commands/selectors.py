@@ -1,9 +1,14 @@
 """Reads of threads, local sessions and control commands that are more than one line."""
 
-from django.db.models import Count, Exists, OuterRef, QuerySet, Window
+from datetime import timedelta
 
-from commands.choices import CommandStatus
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Window
+
+from acp.cleanup import Target
+from commands.choices import COMMAND_TERMINAL_STATES, SESSION_TERMINAL_STATES, CommandStatus
 from commands.models import ControlCommand, LocalSession, Thread
+
+STALE_PENDING_AFTER = timedelta(minutes=5)
 
 
 def threads_visible(*, user, device_id=None) -> QuerySet[Thread]:
@@ -39,3 +44,29 @@ def commands_pending(*, user, thread_id, session_id, device_id=None, limit: int)
         .order_by("created_at", "id")[:limit]
     )
     return rows, rows[0].pending_total if rows else 0
+
+
+# --- retention and the support dashboard (acp.composition) ----------------------------------------------------------
+
+
+def retention_targets(*, cutoff, now, **options) -> list[Target]:
+    """Ended commands and ended local sessions (with all their commands) last changed before `cutoff`."""
+    ended_sessions = LocalSession.objects.filter(status__in=SESSION_TERMINAL_STATES, updated_at__lt=cutoff)
+    return [
+        Target(
+            "control commands",
+            ControlCommand.objects.filter(
+                Q(status__in=COMMAND_TERMINAL_STATES, updated_at__lt=cutoff)
+                | Q(session__in=ended_sessions.values("pk"))
+            ),
+        ),
+        Target("local sessions", ended_sessions),
+    ]
+
+
+def dashboard_counts(*, now) -> dict[str, int]:
+    return {
+        "stale_pending_commands": ControlCommand.objects.filter(
+            status=CommandStatus.PENDING, created_at__lt=now - STALE_PENDING_AFTER
+        ).count(),
+    }

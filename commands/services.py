@@ -3,7 +3,7 @@
 Locking order, everywhere: the session row (`FOR NO KEY UPDATE`, so inserting its commands is not blocked),
 then its command rows. Functions that take `session` accept a `LocalSession` or its id, and an optional
 `sessions` queryset: the sessions the caller may see (the API passes the caller's scope, so an invisible
-session raises `LocalSession.DoesNotExist` exactly like a missing one).
+session raises `acp.domain.NotFound` exactly like a missing one).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from django.db.models import Case, F, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from acp import domain
+from acp.domain import Conflict, InvalidInput, InvalidTransition, NotFound, Outcome
 from acp.models import Environment
 from acp.realtime import notify
 from acp.references import gone_references, lock_references
@@ -28,42 +28,10 @@ from commands.choices import (
     CommandType,
     SessionStatus,
 )
-from commands.models import ControlCommand, IdempotencyKey, LocalSession, Thread
+from commands.models import ControlCommand, LocalSession, Thread
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # how far in the future a client's timestamp may be
 _UNSET = object()
-
-
-class CommandsError(Exception):
-    """Base of the domain errors of this app."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-class InvalidTransition(CommandsError):
-    """The move is not allowed from the current state; `obj` is the row as it stands."""
-
-    def __init__(self, message: str, *, obj):
-        super().__init__(message)
-        self.obj = obj
-
-
-class PreconditionFailed(CommandsError):
-    """The session's state does not allow this command (ended; already paused; not paused)."""
-
-    def __init__(self, message: str, *, session: LocalSession):
-        super().__init__(message)
-        self.session = session
-
-
-class InvalidInput(CommandsError):
-    """Bad values (timestamps out of order or in the future, a message without text); `errors` per field."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__(next(iter(errors.values())))
-        self.errors = errors
 
 
 def command_notify_key(session_id) -> str:
@@ -98,9 +66,11 @@ def local_session_create(
     """Create a local session of `thread` on `device` (both `user`'s), `created` or `running`.
 
     `environment` follows the binding, else the thread; a `running` session without `started_at` starts now.
+    `started_at` may not be more than 5 minutes in the future (`InvalidInput`).
     """
     if status not in SESSION_START_STATES:
         raise ValueError(f"A local session starts created or running, not {status!r}.")
+    check_client_timestamps({"startedAt": started_at}, timezone.now())
     if status == SessionStatus.RUNNING and started_at is None:
         started_at = timezone.now()
     environment_id = workspace_binding.environment_id if workspace_binding else thread.environment_id
@@ -113,7 +83,7 @@ def local_session_create(
         gone.remove("environment")
         environment_id = None  # deleted meanwhile: what its SET NULL would have made of the session
     if gone:
-        raise domain.InvalidInput({name: "The object was deleted." for name in gone})
+        raise InvalidInput({name: "The object was deleted." for name in gone})
     return LocalSession.objects.create(
         user=user,
         thread=thread,
@@ -127,9 +97,13 @@ def local_session_create(
 
 
 def _lock_session(session, sessions: QuerySet | None) -> LocalSession:
+    """The session, locked; `NotFound` when it does not exist or is not among `sessions`."""
     session_id = getattr(session, "pk", session)
     queryset = LocalSession.objects.all() if sessions is None else sessions
-    return queryset.select_for_update(no_key=True).get(pk=session_id)
+    locked = queryset.select_for_update(no_key=True).filter(pk=session_id).first()
+    if locked is None:
+        raise NotFound()
+    return locked
 
 
 @transaction.atomic
@@ -138,12 +112,12 @@ def local_session_heartbeat(
 ) -> LocalSession:
     """Record that the session is alive: `lastHeartbeatAt` = now; a `created` session becomes `running`.
 
-    `metadata` and `error`, when given, replace the stored values. An ended session raises `PreconditionFailed`.
+    `metadata` and `error`, when given, replace the stored values. An ended session raises `Conflict`.
     """
     now = now or timezone.now()
     session = _lock_session(session, sessions)
     if session.status in SESSION_TERMINAL_STATES:
-        raise PreconditionFailed(f"The session has ended ({session.status}).", session=session)
+        raise Conflict(session, f"The session has ended ({session.status}).")
     session.last_heartbeat_at = now
     fields = ["last_heartbeat_at", "updated_at"]
     if session.status == SessionStatus.CREATED:
@@ -152,22 +126,19 @@ def local_session_heartbeat(
         if session.started_at is None:
             session.started_at = now
             fields.append("started_at")
+    _replace_reported_fields(session, fields, metadata=metadata, error=error)
+    session.save(update_fields=fields)
+    return session
+
+
+def _replace_reported_fields(session: LocalSession, fields: list[str], *, metadata, error) -> None:
+    """Take the daemon's `metadata` and `error` where it sent them (None metadata is an empty one)."""
     if metadata is not _UNSET:
         session.metadata = metadata if metadata is not None else {}
         fields.append("metadata")
     if error is not _UNSET:
         session.error = error
         fields.append("error")
-    session.save(update_fields=fields)
-    return session
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a state-changing call did: the row as it now stands, and whether anything was written."""
-
-    obj: object
-    changed: bool
 
 
 @transaction.atomic
@@ -189,24 +160,19 @@ def local_session_complete(
     if status not in SESSION_TERMINAL_STATES:
         raise ValueError(f"{status!r} is not a terminal session status.")
     now = now or timezone.now()
-    _check_not_future({"completedAt": completed_at}, now)
+    check_client_timestamps({"completedAt": completed_at}, now)
     session = _lock_session(session, sessions)
     if session.status == status:
         return Outcome(session, False)
     if session.status in SESSION_TERMINAL_STATES:
-        raise InvalidTransition(f"The session already ended {session.status}; it cannot become {status}.", obj=session)
+        raise InvalidTransition(session, f"The session already ended {session.status}; it cannot become {status}.")
     completed_at = completed_at or now
     if completed_at < session.created_at:
         raise InvalidInput({"completedAt": "completedAt is before the session was created."})
     if session.started_at is not None and completed_at < session.started_at:
         raise InvalidInput({"completedAt": "completedAt is before the session started."})
     fields = _end_session(session, status=status, completed_at=completed_at, now=now)
-    if metadata is not _UNSET:
-        session.metadata = metadata if metadata is not None else {}
-        fields.append("metadata")
-    if error is not _UNSET:
-        session.error = error
-        fields.append("error")
+    _replace_reported_fields(session, fields, metadata=metadata, error=error)
     session.save(update_fields=fields)
     return Outcome(session, True)
 
@@ -246,17 +212,17 @@ def command_enqueue(
 ) -> ControlCommand:
     """Queue a `pending` command for the session's daemon and wake its pollers (on commit).
 
-    Raises `PreconditionFailed` when the session has ended, or for `pause` on a paused session / `resume` on
-    one that is not paused; `InvalidInput` for a `message` without `payload.text`.
+    Raises `Conflict` when the session has ended, or for `pause` on a paused session / `resume` on one that is
+    not paused; `InvalidInput` for a `message` without `payload.text`.
     """
     payload = validate_command_payload(command_type, payload)
     session = _lock_session(session, sessions)
     if session.status in SESSION_TERMINAL_STATES:
-        raise PreconditionFailed(f"The session has ended ({session.status}).", session=session)
+        raise Conflict(session, f"The session has ended ({session.status}).")
     if command_type == CommandType.PAUSE and session.paused_at is not None:
-        raise PreconditionFailed("The session is already paused.", session=session)
+        raise Conflict(session, "The session is already paused.")
     if command_type == CommandType.RESUME and session.paused_at is None:
-        raise PreconditionFailed("The session is not paused.", session=session)
+        raise Conflict(session, "The session is not paused.")
     command = ControlCommand.objects.create(
         user_id=session.user_id,
         session=session,
@@ -268,7 +234,8 @@ def command_enqueue(
     return command
 
 
-def _check_not_future(timestamps: dict[str, datetime | None], now: datetime) -> None:
+def check_client_timestamps(timestamps: dict[str, datetime | None], now: datetime) -> None:
+    """The one rule for a client's clock: none of `timestamps` more than 5 minutes ahead of ours (`InvalidInput`)."""
     for field, value in timestamps.items():
         if value is not None and value > now + MAX_CLOCK_SKEW:
             raise InvalidInput({field: f"{field} is more than 5 minutes in the future."})
@@ -293,13 +260,13 @@ def command_ack(
     Timestamps default to now; out of order, before the command's creation or more than 5 minutes ahead →
     `InvalidInput`. `result` (the ack's payload) is stored as the command's result; its `payload` is kept.
     Completing `pause` sets the session's `pausedAt`, `resume` clears it, `cancel` ends the session cancelled.
-    A missing command, or one of another session, raises `ControlCommand.DoesNotExist`.
+    A missing command, or one of another session, raises `NotFound`.
     """
     target = status or CommandStatus.ACKNOWLEDGED
     if target not in CommandStatus.values or target == CommandStatus.PENDING:
         raise ValueError(f"An ack cannot move a command to {target!r}.")
     now = now or timezone.now()
-    _check_not_future({"acknowledgedAt": acknowledged_at, "completedAt": completed_at}, now)
+    check_client_timestamps({"acknowledgedAt": acknowledged_at, "completedAt": completed_at}, now)
     if acknowledged_at and completed_at and completed_at < acknowledged_at:
         raise InvalidInput({"completedAt": "completedAt is before acknowledgedAt."})
 
@@ -307,7 +274,7 @@ def command_ack(
     if command.status == target:
         return Outcome(command, False)
     if target not in COMMAND_ALLOWED_TRANSITIONS[command.status]:
-        raise InvalidTransition(f"A {command.status} command cannot become {target}.", obj=command)
+        raise InvalidTransition(command, f"A {command.status} command cannot become {target}.")
 
     ack_at, done_at = _ack_times(command, target, acknowledged_at, completed_at, now)
     for field, value in (("completedAt", done_at), ("acknowledgedAt", ack_at)):
@@ -341,7 +308,14 @@ def _lock_command(session, command_id, sessions: QuerySet | None) -> ControlComm
     session_id = getattr(session, "pk", session)
     queryset = LocalSession.objects.all() if sessions is None else sessions
     locked_session = queryset.filter(pk=session_id).select_for_update(no_key=True).values("pk")[:1]
-    return ControlCommand.objects.select_for_update(no_key=True).get(pk=command_id, session_id=Subquery(locked_session))
+    command = (
+        ControlCommand.objects.select_for_update(no_key=True)
+        .filter(pk=command_id, session_id=Subquery(locked_session))
+        .first()
+    )
+    if command is None:
+        raise NotFound()
+    return command
 
 
 def _ack_times(command, target, acknowledged_at, completed_at, now):
@@ -404,14 +378,14 @@ def _complete_cancel(command: ControlCommand, fields: list[str], now: datetime) 
 
 
 @transaction.atomic
-def command_cancel(*, command: ControlCommand, now: datetime | None = None) -> bool:
-    """Cancel a pending command (support's repair). Returns False, changing nothing, when it is not pending."""
+def command_cancel(*, command: ControlCommand, now: datetime | None = None) -> Outcome[ControlCommand]:
+    """Cancel a pending command (support's repair); `changed=False`, nothing written, when it is not pending."""
     now = now or timezone.now()
     _lock_session(command.session_id, None)
     updated = ControlCommand.objects.filter(pk=command.pk, status=CommandStatus.PENDING).update(
         status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
     )
-    return bool(updated)
+    return Outcome(command, changed=bool(updated))
 
 
 @dataclass(frozen=True)
@@ -449,19 +423,58 @@ def commands_expire(*, older_than: timedelta, now: datetime | None = None, dry_r
     return ExpireSummary(cutoff, total, len(session_ids))
 
 
-# --- idempotency keys --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReapSummary:
+    cutoff: datetime
+    sessions: int  # lost sessions ended `failed` (or that would be, with dry_run)
+    commands: int  # their pending and acknowledged commands cancelled
 
 
-def idempotency_key_claim(*, user, key: str, fingerprint: str) -> tuple[IdempotencyKey, bool]:
-    """The record of (`user`, `key`), created if new (`True`). Call inside the transaction that does the work:
-    a concurrent request with the same key waits on the unique index until this one commits, then sees it."""
-    return IdempotencyKey.objects.get_or_create(user=user, key=key, defaults={"request_fingerprint": fingerprint})
+DAEMON_LOST = "daemon_lost"
+_LIVE_SESSION_STATES = (SessionStatus.CREATED, SessionStatus.RUNNING)
 
 
-def idempotency_key_store(*, record: IdempotencyKey, status: int, body, command_id=None) -> IdempotencyKey:
-    """Remember the answer given to the first request with this key."""
-    record.response_status = status
-    record.response_body = body
-    record.command_id = command_id
-    record.save(update_fields=["response_status", "response_body", "command", "updated_at"])
-    return record
+def local_sessions_lost(*, cutoff: datetime) -> QuerySet[LocalSession]:
+    """Live (created or running) sessions whose last sign of life (`last_heartbeat_at`, else `started_at`, else
+    `created_at`) is before `cutoff`."""
+    return LocalSession.objects.alias(last_activity=Coalesce("last_heartbeat_at", "started_at", "created_at")).filter(
+        status__in=_LIVE_SESSION_STATES, last_activity__lt=cutoff
+    )
+
+
+def local_sessions_reap_lost(
+    *, lost_after: timedelta, now: datetime | None = None, dry_run: bool = False
+) -> ReapSummary:
+    """End `failed` (error `daemon_lost`) every live session whose daemon went silent `lost_after` ago; their
+    pending and acknowledged commands are cancelled (an ended session's command can never complete).
+
+    Per batch of sessions, one transaction: sessions locked in id order, as every other writer does, and the
+    condition re-checked under the lock (a heartbeat that came meanwhile keeps its session alive).
+    """
+    now = now or timezone.now()
+    cutoff = now - lost_after
+    lost = local_sessions_lost(cutoff=cutoff)
+    open_commands = ControlCommand.objects.filter(status__in=(CommandStatus.PENDING, CommandStatus.ACKNOWLEDGED))
+    if dry_run:
+        return ReapSummary(cutoff, lost.count(), open_commands.filter(session__in=lost.values("pk")).count())
+    session_ids = list(lost.order_by("pk").values_list("pk", flat=True))
+    sessions = commands = 0
+    batch = 500
+    for start in range(0, len(session_ids), batch):
+        with transaction.atomic():
+            locked = list(
+                lost.select_for_update(no_key=True)
+                .filter(pk__in=session_ids[start : start + batch])
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            commands += open_commands.filter(session_id__in=locked).update(
+                status=CommandStatus.CANCELLED,
+                # never before its acknowledgement (a constraint), which a skewed daemon clock may put after now
+                completed_at=Greatest(Value(now), Coalesce("acknowledged_at", Value(now))),
+                updated_at=now,
+            )
+            sessions += LocalSession.objects.filter(pk__in=locked).update(
+                status=SessionStatus.FAILED, error=DAEMON_LOST, completed_at=now, paused_at=None, updated_at=now
+            )
+    return ReapSummary(cutoff, sessions, commands)

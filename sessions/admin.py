@@ -92,7 +92,7 @@ class LaunchAdmin(admin.ModelAdmin):
     @admin.action(description="Mark selected stuck launches timed out", permissions=["change"])
     def mark_timed_out(self, request, queryset):
         launch_ids = list(queryset.values_list("pk", flat=True))
-        timed_out = sum(services.launch_time_out(launch_id=launch_id) for launch_id in launch_ids)
+        timed_out = sum(services.launch_time_out(launch_id=launch_id).changed for launch_id in launch_ids)
         skipped = len(launch_ids) - timed_out
         if timed_out:
             self.message_user(request, f"Marked {timed_out} launch(es) timed out.", messages.SUCCESS)

@@ -1,9 +1,11 @@
-from django.apps import AppConfig
+from acp import composition
 
 
-class AcpSessionsConfig(AppConfig):
+class AcpSessionsConfig(composition.AcpAppConfig):
     # "sessions" is django.contrib.sessions' label, which the admin needs.
     name = "sessions"
     label = "acp_sessions"
     verbose_name = "Workspaces and launches"
-    default_auto_field = "django.db.models.BigAutoField"
+    retention = "sessions.selectors.retention_targets"
+    dashboard = "sessions.selectors.dashboard_counts"
+    sweep_jobs = ("sessions.jobs.expire_launches",)

@@ -12,15 +12,6 @@ class LaunchStatus(models.TextChoices):
 
 LAUNCH_TERMINAL_STATES = frozenset({LaunchStatus.ACKNOWLEDGED, LaunchStatus.FAILED, LaunchStatus.TIMED_OUT})
 
-# from-state -> states a launch may move to (a repeat of the same acknowledgement is a no-op, not a move).
-LAUNCH_ALLOWED_TRANSITIONS = {
-    LaunchStatus.PENDING: {LaunchStatus.ACKNOWLEDGED, LaunchStatus.FAILED, LaunchStatus.TIMED_OUT},
-    LaunchStatus.ACKNOWLEDGED: set(),
-    LaunchStatus.FAILED: set(),
-    LaunchStatus.TIMED_OUT: set(),
-}
-
-
 class AckStatus(models.TextChoices):
     """What the daemon answered (the `status` of its acknowledgement)."""
 

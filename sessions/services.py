@@ -14,15 +14,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from acp import domain, realtime
+from acp import realtime
+from acp.domain import Conflict, InvalidInput, NotFound, Outcome
 from acp.models import Device
 from acp.references import gone_references, lock_references, lock_row
 from commands.choices import SessionStatus
+from commands.models import Thread
 from commands.services import local_session_create, thread_create
 from sessions.choices import AckStatus, LaunchErrorCode, LaunchStatus
 from sessions.models import Launch, Workspace
 
-THREAD_TITLE_MAX = 200
 _WORKSPACE_REFERENCES = {"project": "project_id", "default_machine": "default_machine_id"}
 
 
@@ -46,14 +47,6 @@ def workspace_update(*, workspace: Workspace, **fields) -> Workspace:
         setattr(workspace, name, value)
     workspace.save(update_fields=[*fields, "updated_at"])
     return workspace
-
-
-class LaunchConflict(Exception):
-    """The acknowledgement does not fit the launch's state (timed out, failed, or acknowledged differently)."""
-
-    def __init__(self, message: str, launch: Launch):
-        super().__init__(message)
-        self.launch = launch
 
 
 def machine_launches_key(machine_id) -> str:
@@ -84,9 +77,9 @@ def launch_create(
     now = now or timezone.now()
     gone = gone_references(workspace=workspace, machine_id=machine, user_session_id=user_session)
     if "workspace" in gone:
-        raise domain.NotFound()
+        raise NotFound()
     if gone:
-        raise domain.InvalidInput({name: "The object was deleted." for name in gone})
+        raise InvalidInput({name: "The object was deleted." for name in gone})
     online = machine.is_online(now)
     launch = Launch.objects.create(
         user=user,
@@ -109,12 +102,12 @@ def launch_create(
     return launch
 
 
-def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = None, now=None) -> tuple[Launch, bool]:
-    """Record the daemon's answer to a pending launch; returns (launch, changed).
+def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = None, now=None) -> Outcome[Launch]:
+    """Record the daemon's answer to a pending launch.
 
     "ok" → `acknowledged`, with a new thread (or the caller's `user_session`) and a `running` local session
-    created in the same transaction; "error" → `failed`. The same answer again changes nothing; any other
-    answer to a launch that is no longer pending, or one after `expires_at`, raises `LaunchConflict` and
+    created in the same transaction; "error" → `failed`. The same answer again changes nothing (`changed=False`);
+    any other answer to a launch that is no longer pending, or one after `expires_at`, raises `Conflict` and
     changes nothing.
     """
     payload = payload if payload is not None else {}
@@ -123,7 +116,7 @@ def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = No
         # The machine before the launch (the order a delete of the machine takes them in): the local session
         # made below refers to it.
         if gone_references(machine=Device(pk=launch.machine_id)):
-            raise domain.NotFound()  # the launch went with its machine
+            raise NotFound()  # the launch went with its machine
         launch = (
             Launch.objects.select_for_update(of=("self",))
             .select_related("user", "workspace", "machine", "user_session")
@@ -131,13 +124,13 @@ def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = No
         )
         if launch.status != LaunchStatus.PENDING:
             if launch.ack_status == status and launch.ack_payload == payload:
-                return launch, False
+                return Outcome(launch, changed=False)
             if launch.status == LaunchStatus.TIMED_OUT:
-                raise LaunchConflict("The launch timed out before it was acknowledged.", launch)
-            raise LaunchConflict(f"The launch is already {launch.status}.", launch)
+                raise Conflict(launch, "The launch timed out before it was acknowledged.")
+            raise Conflict(launch, f"The launch is already {launch.status}.")
         if now >= launch.expires_at:
             # Its waiter has given up (or is about to): too late, whether or not it has said so yet.
-            raise LaunchConflict("The launch timed out before it was acknowledged.", launch)
+            raise Conflict(launch, "The launch timed out before it was acknowledged.")
 
         launch.ack_status = status
         launch.ack_payload = payload
@@ -171,25 +164,26 @@ def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = No
             ]
         )
         realtime.notify(launch_key(launch.pk))
-    return launch, True
+    return Outcome(launch, changed=True)
 
 
-def launch_time_out(*, launch_id, now=None) -> bool:
-    """Move a `pending` launch to `timed_out`; False (nothing changes) when it is no longer pending.
+def launch_time_out(*, launch_id, now=None) -> Outcome[Launch | None]:
+    """Move a `pending` launch to `timed_out`; `changed=False` (nothing changes) when it is no longer pending.
 
-    One conditional UPDATE, so it never overwrites an acknowledgement that got in first.
+    One conditional UPDATE, so it never overwrites an acknowledgement that got in first; `obj` is the launch as it
+    then stands (None if it vanished).
     """
     now = now or timezone.now()
     updated = Launch.objects.filter(pk=launch_id, status=LaunchStatus.PENDING).update(
         status=LaunchStatus.TIMED_OUT, error_code=LaunchErrorCode.DAEMON_TIMEOUT, timed_out_at=now, updated_at=now
     )
-    return bool(updated)
+    return Outcome(Launch.objects.filter(pk=launch_id).first(), changed=bool(updated))
 
 
 def _thread_title(launch: Launch) -> str:
     first_line = (launch.initial_prompt or "").strip().splitlines()[:1]
     title = first_line[0] if first_line else launch.workspace.name
-    return title[:THREAD_TITLE_MAX]
+    return title[: Thread._meta.get_field("title").max_length]
 
 
 def _daemon_error_code(payload: dict) -> str:

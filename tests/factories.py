@@ -4,10 +4,10 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from acp.models import ApiToken, Device, Environment, Project
+from acp.models import ApiToken, Device, Environment, IdempotencyKey, Project
 from acp.services import token_create
 from bindings.models import SyncSession, WorkspaceBinding
-from commands.models import ControlCommand, IdempotencyKey, LocalSession, Thread
+from commands.models import ControlCommand, LocalSession, Thread
 from sessions.models import Launch, Workspace
 
 
@@ -32,7 +32,7 @@ def build_world(user):
     )
     token = token_create(user=user, device=device, name="daemon").token
     idempotency_key = IdempotencyKey.objects.create(
-        user=user, key=f"key-{command.pk}", request_fingerprint="0" * 64, command=command
+        user=user, key=f"key-{command.pk}", request_fingerprint="0" * 64, resource_id=command.pk
     )
     return {
         ApiToken: token,

@@ -8,7 +8,6 @@ parameter fails loudly below until it is named in PARAMETER_MODELS.
 import uuid
 
 import pytest
-from django.urls import URLResolver, get_resolver
 
 from acp.models import Device
 from bindings.models import SyncSession, WorkspaceBinding
@@ -16,10 +15,10 @@ from commands.models import ControlCommand, LocalSession, Thread
 from sessions.models import Launch, Workspace
 from tests.conftest import make_client, make_token, make_user
 from tests.factories import build_world
+from tests.urlconf import api_patterns, route_methods
 
 pytestmark = pytest.mark.django_db
 
-API_PREFIXES = ("v1/", "api/v1/")
 NOT_FOUND = {"error": "Not found.", "code": "not_found", "details": {}}
 PARAMETER_MODELS = {
     "bindingId": WorkspaceBinding,
@@ -34,20 +33,9 @@ PARAMETER_MODELS = {
 
 def api_routes():
     """(route, {method: action}, view class) for every API URL pattern with at least one path parameter."""
-
-    def walk(patterns, prefix=""):
-        for pattern in patterns:
-            if isinstance(pattern, URLResolver):
-                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
-            else:
-                yield prefix + str(pattern.pattern), pattern.callback
-
-    for route, callback in walk(get_resolver().url_patterns):
-        if route.startswith(API_PREFIXES) and "<" in route:
-            methods = getattr(callback, "actions", None) or {
-                m: m for m in callback.cls.http_method_names if m not in ("head", "options", "put")
-            }
-            for method in methods:
+    for route, callback in api_patterns():
+        if "<" in route:
+            for method in route_methods(callback):
                 yield pytest.param(route, method, callback.cls, id=f"{method.upper()} /{route}")
 
 

@@ -25,6 +25,9 @@ def long_poll_view(drf_view):
             return response
         del response  # the DRF view's request, view and renderer context need not live through the wait
         status_code, data = await wait_for(poll)
-        return JsonResponse(data, status=status_code, safe=False, encoder=JSONEncoder)
+        answer = JsonResponse(data, status=status_code, safe=False, encoder=JSONEncoder)
+        if poll.on_answer is not None:
+            await sync_to_async(_run_released)(lambda: poll.on_answer(status_code, answer.content.decode()))
+        return answer
 
     return view

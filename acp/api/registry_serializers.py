@@ -5,8 +5,6 @@ from rest_framework import serializers
 from acp.api.serializers import JSONObjectField
 from acp.models import Device, Environment, Project
 
-OWNED_FIELDS = ["id", "userId", "createdAt", "updatedAt"]
-
 
 class OwnedModelSerializer(serializers.ModelSerializer):
     userId = serializers.UUIDField(source="user_id", read_only=True, format="hex_verbose")

@@ -5,6 +5,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
+from acp.api import idempotency
 from acp.api.serializers import ErrorSerializer
 
 _ENVELOPES: dict[tuple[str, type], type] = {}
@@ -16,6 +17,8 @@ _ERROR_DESCRIPTIONS = {
     "404": "No such object, or not the caller's.",
     "413": "The body or the plan is over the size limit.",
     "415": "The body is not `application/json`.",
+    "409": "A request with this Idempotency-Key is still in progress (`idempotency_key_in_flight`).",
+    "422": "The Idempotency-Key was used with a different request (`idempotency_key_reused`).",
 }
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -32,6 +35,16 @@ def envelope_serializer(key: str, serializer_class) -> type:
 
 
 class AcpAutoSchema(AutoSchema):
+    def get_override_parameters(self):
+        parameters = super().get_override_parameters()
+        if self._is_idempotent():
+            parameters = [*parameters, idempotency.PARAMETER]
+        return parameters
+
+    def _is_idempotent(self) -> bool:
+        action = getattr(self.view, "action", None) or self.method.lower()
+        return getattr(getattr(self.view, action, None), "idempotent", False)
+
     def get_response_serializers(self):
         serializer = super().get_response_serializers()
         key = getattr(self.view, "envelope_key", None)
@@ -57,6 +70,8 @@ class AcpAutoSchema(AutoSchema):
             codes.append("404")
         if self.method in _BODY_METHODS:
             codes += ["413", "415"]
+        if self._is_idempotent():
+            codes += ["409", "422"]
         return codes
 
 

@@ -39,3 +39,19 @@ class JSONObjectField(serializers.JSONField):
         if not isinstance(data, dict):
             self.fail("not_object")
         return data
+
+
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: numbers and booleans are a wrong type (DRF's CharField would coerce them).
+
+    Kept exactly as sent unless the field asks for `trim_whitespace=True`.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

@@ -3,6 +3,7 @@
 from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
+from acp.api.idempotency import idempotent
 from acp.api.permissions import token_device_id
 from acp.references import delete_locked
 
@@ -64,6 +65,7 @@ class OwnedModelViewSet(
 
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
+    @idempotent
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -9,20 +9,11 @@ from rest_framework import serializers
 
 from acp.api.errors import PayloadTooLarge
 from acp.api.registry_serializers import OwnedModelSerializer
-from acp.api.serializers import JSONObjectField, OwnedPrimaryKeyRelatedField
+from acp.api.serializers import JSONObjectField, OwnedPrimaryKeyRelatedField, StrictCharField
 from acp.models import Device, Environment, Project
 from bindings import services
 from bindings.choices import ExecutionMode, SyncMode, SyncSessionStatus
 from bindings.models import MAX_SIGNATURE_LENGTH, SyncSession, WorkspaceBinding
-
-
-class StrictCharField(serializers.CharField):
-    """A string, and only a string: DRF's CharField would turn 42 into "42"."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class SignatureField(StrictCharField):
@@ -31,7 +22,7 @@ class SignatureField(StrictCharField):
     def __init__(self, **kwargs):
         kwargs.setdefault("min_length", 1)
         kwargs.setdefault("max_length", MAX_SIGNATURE_LENGTH)
-        super().__init__(trim_whitespace=False, **kwargs)
+        super().__init__(**kwargs)
 
 
 class OwnedIdField(OwnedPrimaryKeyRelatedField):
@@ -87,22 +78,24 @@ class WorkspaceBindingSerializer(OwnedModelSerializer):
     deviceId = OwnedIdField(source="device", queryset=Device.objects.all())
     environmentId = OwnedIdField(source="environment", queryset=Environment.objects.all(), help_text="Computer ID.")
     projectId = OwnedIdField(source="project", queryset=Project.objects.all(), allow_null=True, required=False)
-    name = StrictCharField(max_length=200, required=False, allow_blank=True)
-    localPath = StrictCharField(source="local_path", max_length=4096, trim_whitespace=False)
-    syncRoot = StrictCharField(source="sync_root", max_length=4096, required=False, allow_blank=True)
+    name = StrictCharField(max_length=200, required=False, allow_blank=True, trim_whitespace=True)
+    localPath = StrictCharField(source="local_path", max_length=4096)
+    syncRoot = StrictCharField(
+        source="sync_root", max_length=4096, required=False, allow_blank=True, trim_whitespace=True
+    )
     ignorePatterns = serializers.ListField(
         source="ignore_patterns",
-        child=StrictCharField(max_length=1024, trim_whitespace=False),
+        child=StrictCharField(max_length=1024),
         max_length=1000,
         required=False,
     )
     syncMode = serializers.ChoiceField(source="sync_mode", choices=SyncMode.choices, required=False)
     executionMode = serializers.ChoiceField(source="execution_mode", choices=ExecutionMode.choices, required=False)
     lastPushedSnapshotId = StrictCharField(
-        source="last_pushed_snapshot_id", max_length=200, allow_null=True, required=False
+        source="last_pushed_snapshot_id", max_length=200, allow_null=True, required=False, trim_whitespace=True
     )
     lastPulledSnapshotId = StrictCharField(
-        source="last_pulled_snapshot_id", max_length=200, allow_null=True, required=False
+        source="last_pulled_snapshot_id", max_length=200, allow_null=True, required=False, trim_whitespace=True
     )
 
     class Meta:

@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 
-from acp.api.errors import Conflict, StateTransitionConflict
+from acp.api.idempotency import idempotent
 from acp.api.permissions import token_device_id
 from acp.api.schema import envelope_serializer
 from acp.api.serializers import ErrorSerializer
@@ -74,38 +74,27 @@ class SyncSessionViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.Gene
             self._require_binding()
         return response
 
-    def retrieve(self, request, *args, **kwargs):
-        return Response(self.wrap(self.get_serializer(self.get_object()).data))
-
+    @idempotent
     def create(self, request, *args, **kwargs):
         payload = SyncSessionPrepareSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
-        try:
-            prepared = services.sync_session_prepare(
-                user=request.user,
-                device_id=token_device_id(request),
-                binding_id=self.kwargs["bindingId"],
-                direction=self.direction,
-                plan_signature=data["planSignature"],
-                plan=data["plan"],
-                metadata=data.get("metadata"),
-            )
-        except services.BindingNotFound as exc:
-            raise NotFound() from exc
-        except services.SignatureConflict as exc:
-            raise self._signature_conflict(exc) from exc
-        body = {**self.wrap(self.get_serializer(prepared.session).data), "created": prepared.created}
-        return Response(body, status=status.HTTP_201_CREATED if prepared.created else status.HTTP_200_OK)
+        prepared = services.sync_session_prepare(
+            user=request.user,
+            device_id=token_device_id(request),
+            binding_id=self.kwargs["bindingId"],
+            direction=self.direction,
+            plan_signature=data["planSignature"],
+            plan=data["plan"],
+            metadata=data.get("metadata"),
+        )
+        body = {**self.wrap(self.get_serializer(prepared.obj).data), "created": prepared.changed}
+        return Response(body, status=status.HTTP_201_CREATED if prepared.changed else status.HTTP_200_OK)
 
     @action(detail=True, methods=["post"])
     def cancel(self, request, *args, **kwargs):
-        session = self.get_object()
-        try:
-            services.sync_session_cancel(session=session)
-        except services.InvalidTransition as exc:
-            raise self._state_conflict(exc) from exc
-        return Response(self.wrap(self.get_serializer(session).data))
+        cancelled = services.sync_session_cancel(session=self.get_object())
+        return Response(self.wrap(self.get_serializer(cancelled.obj).data))
 
     def _require_binding(self):
         visible = selectors.binding_is_visible(
@@ -113,12 +102,6 @@ class SyncSessionViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.Gene
         )
         if not visible:
             raise NotFound()
-
-    def _signature_conflict(self, exc: services.SignatureConflict) -> Conflict:
-        return Conflict(str(exc), details=self.wrap(self.get_serializer(exc.session).data))
-
-    def _state_conflict(self, exc: services.InvalidTransition) -> StateTransitionConflict:
-        return StateTransitionConflict(str(exc), details=self.wrap(self.get_serializer(exc.session).data))
 
 
 def _session_schema(key: str, session_serializer, prepare_response, direction: str):
@@ -199,10 +182,5 @@ class PullSessionViewSet(SyncSessionViewSet):
         session = self.get_object()
         payload = payload_serializer(data=self.request.data)
         payload.is_valid(raise_exception=True)
-        try:
-            applied = apply(session, payload.validated_data)
-        except services.InvalidTransition as exc:
-            raise self._state_conflict(exc) from exc
-        except services.SignatureConflict as exc:
-            raise self._signature_conflict(exc) from exc
-        return Response({**self.wrap(self.get_serializer(applied.session).data), "updated": applied.updated})
+        applied = apply(session, payload.validated_data)
+        return Response({**self.wrap(self.get_serializer(applied.obj).data), "updated": applied.changed})

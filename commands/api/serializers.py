@@ -1,6 +1,5 @@
 """Wire format of threads, local sessions and control commands (`/v1`, camelCase)."""
 
-from django.utils import timezone
 from rest_framework import serializers
 
 from acp.api.registry_serializers import OwnedModelSerializer
@@ -9,23 +8,10 @@ from acp.models import Device, Environment
 from bindings.models import WorkspaceBinding
 from commands.choices import SESSION_TERMINAL_STATES, CommandStatus, CommandType, SessionStatus
 from commands.models import ControlCommand, LocalSession, Thread
-from commands.services import MAX_CLOCK_SKEW, InvalidInput, validate_command_payload
 
 
 def _uuid(source: str, **kwargs):
     return serializers.UUIDField(source=source, read_only=True, format="hex_verbose", **kwargs)
-
-
-class NotInFutureDateTimeField(serializers.DateTimeField):
-    """A client's timestamp: at most 5 minutes ahead of the server's clock."""
-
-    default_error_messages = {"future": "Must not be more than 5 minutes in the future."}
-
-    def to_internal_value(self, value):
-        value = super().to_internal_value(value)
-        if value > timezone.now() + MAX_CLOCK_SKEW:
-            self.fail("future")
-        return value
 
 
 class ThreadSerializer(OwnedModelSerializer):
@@ -97,7 +83,7 @@ class LocalSessionCreateSerializer(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=[SessionStatus.CREATED, SessionStatus.RUNNING], default=SessionStatus.CREATED
     )
-    startedAt = NotInFutureDateTimeField(source="started_at", required=False, allow_null=True)
+    startedAt = serializers.DateTimeField(source="started_at", required=False, allow_null=True)
     metadata = JSONObjectField(required=False)
 
     def validate(self, attrs):
@@ -114,7 +100,7 @@ class LocalSessionHeartbeatSerializer(serializers.Serializer):
 
 class LocalSessionCompleteSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=sorted(SESSION_TERMINAL_STATES), default=SessionStatus.COMPLETED)
-    completedAt = NotInFutureDateTimeField(source="completed_at", required=False, allow_null=True)
+    completedAt = serializers.DateTimeField(source="completed_at", required=False, allow_null=True)
     error = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=65536)
     metadata = JSONObjectField(required=False)
 
@@ -153,12 +139,6 @@ class ControlCommandCreateSerializer(serializers.Serializer):
     commandType = serializers.ChoiceField(source="command_type", choices=CommandType.choices)
     payload = JSONObjectField(required=False, default=dict)
 
-    def validate(self, attrs):
-        try:
-            attrs["payload"] = validate_command_payload(attrs["command_type"], attrs.get("payload"))
-        except InvalidInput as exc:
-            raise serializers.ValidationError({field: [message] for field, message in exc.errors.items()}) from exc
-        return attrs
 
 
 class ControlCommandAckSerializer(serializers.Serializer):
@@ -167,17 +147,11 @@ class ControlCommandAckSerializer(serializers.Serializer):
         required=False,
         help_text="Current lifecycle status (default acknowledged).",
     )
-    acknowledgedAt = NotInFutureDateTimeField(source="acknowledged_at", required=False, allow_null=True)
-    completedAt = NotInFutureDateTimeField(
+    acknowledgedAt = serializers.DateTimeField(source="acknowledged_at", required=False, allow_null=True)
+    completedAt = serializers.DateTimeField(
         source="completed_at", required=False, allow_null=True, help_text="ISO 8601 timestamp."
     )
     payload = JSONObjectField(required=False, allow_null=True, help_text="Stored as the command's `result`.")
-
-    def validate(self, attrs):
-        acknowledged_at, completed_at = attrs.get("acknowledged_at"), attrs.get("completed_at")
-        if acknowledged_at and completed_at and completed_at < acknowledged_at:
-            raise serializers.ValidationError({"completedAt": ["Must not be before acknowledgedAt."]})
-        return attrs
 
 
 class PollParamsSerializer(serializers.Serializer):

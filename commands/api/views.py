@@ -1,11 +1,6 @@
 """`/v1/threads`, their local sessions and the sessions' control commands."""
 
-import hashlib
-import json
-
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist
-from django.db import transaction
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -14,7 +9,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from acp.api.errors import ApiError, Conflict, StateTransitionConflict
+from acp.api.idempotency import idempotent
 from acp.api.pagination import list_envelope
 from acp.api.permissions import token_device_id
 from acp.api.schema import envelope_serializer
@@ -36,9 +31,6 @@ from commands.api.serializers import (
 from commands.filtersets import ControlCommandFilterSet, LocalSessionFilterSet, ThreadFilterSet
 from commands.models import ControlCommand, LocalSession, Thread
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
 SessionEnvelope = envelope_serializer("session", LocalSessionSerializer)
 CommandEnvelope = envelope_serializer("command", ControlCommandSerializer)
 ThreadEnvelope = envelope_serializer("thread", ThreadSerializer)
@@ -50,26 +42,6 @@ SESSION_TRANSITION_CONFLICT = OpenApiResponse(
 COMMAND_TRANSITION_CONFLICT = OpenApiResponse(
     ErrorSerializer, "`state_transition_conflict`: that move is not allowed; the current command in `details.command`."
 )
-
-
-class DomainErrorsMixin:
-    """Map the domain errors of `commands.services` (and missing rows) to HTTP."""
-
-    def handle_exception(self, exc):
-        if isinstance(exc, ObjectDoesNotExist):
-            exc = Http404()
-        elif isinstance(exc, services.InvalidTransition):
-            exc = StateTransitionConflict(exc.message, details=self._describe(exc.obj))
-        elif isinstance(exc, services.PreconditionFailed):
-            exc = Conflict(exc.message, details=self._describe(exc.session))
-        elif isinstance(exc, services.InvalidInput):
-            exc = ApiError(exc.message, details={field: [message] for field, message in exc.errors.items()})
-        return super().handle_exception(exc)
-
-    def _describe(self, obj) -> dict:
-        if isinstance(obj, ControlCommand):
-            return {"command": ControlCommandSerializer(obj).data}
-        return {"session": LocalSessionSerializer(obj).data}
 
 
 @extend_schema(tags=["threads"])
@@ -87,18 +59,16 @@ class ThreadViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.GenericVi
         return selectors.threads_visible(user=self.request.user, device_id=token_device_id(self.request))
 
     @extend_schema(responses={201: ThreadEnvelope})
+    @idempotent
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         thread = services.thread_create(user=request.user, **serializer.validated_data)
         return Response(self.wrap(self.get_serializer(thread).data), status=status.HTTP_201_CREATED)
 
-    def retrieve(self, request, *args, **kwargs):
-        return Response(self.wrap(self.get_serializer(self.get_object()).data))
-
 
 @extend_schema(tags=["local sessions"])
-class LocalSessionViewSet(DomainErrorsMixin, OwnedViewSetMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+class LocalSessionViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Local execution sessions of a thread. A device token works only with sessions on its own device."""
 
     queryset = LocalSession.objects.all()
@@ -124,15 +94,13 @@ class LocalSessionViewSet(DomainErrorsMixin, OwnedViewSetMixin, mixins.ListModel
         return super().list(request, *args, **kwargs)
 
     @extend_schema(request=LocalSessionCreateSerializer, responses={201: SessionEnvelope})
+    @idempotent
     def create(self, request, *args, **kwargs):
         thread = self.get_thread()
         payload = LocalSessionCreateSerializer(data=request.data, context=self.get_serializer_context())
         payload.is_valid(raise_exception=True)
         session = services.local_session_create(user=request.user, thread=thread, **payload.validated_data)
         return Response(self.wrap(self.get_serializer(session).data), status=status.HTTP_201_CREATED)
-
-    def retrieve(self, request, *args, **kwargs):
-        return Response(self.wrap(self.get_serializer(self.get_object()).data))
 
     @extend_schema(
         request=LocalSessionHeartbeatSerializer,
@@ -183,13 +151,14 @@ PollEnvelope = inline_serializer(
 
 
 @extend_schema(tags=["control commands"])
-class ControlCommandViewSet(DomainErrorsMixin, OwnedViewSetMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+class ControlCommandViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Control commands of a local session: queued by a client, fetched and acknowledged by the daemon."""
 
     queryset = ControlCommand.objects.all()
     serializer_class = ControlCommandSerializer
     filterset_class = ControlCommandFilterSet
     envelope_key = "command"
+    related_envelopes = {LocalSession: ("session", LocalSessionSerializer)}
     lookup_url_kwarg = "commandId"
     device_token_actions = ("list", "create", "retrieve", "ack", "poll")
 
@@ -215,84 +184,20 @@ class ControlCommandViewSet(DomainErrorsMixin, OwnedViewSetMixin, mixins.ListMod
         self.require_session()
         return super().list(request, *args, **kwargs)
 
-    def retrieve(self, request, *args, **kwargs):
-        return Response(self.wrap(self.get_serializer(self.get_object()).data))
-
     @extend_schema(
         request=ControlCommandCreateSerializer,
-        parameters=[
-            OpenApiParameter(
-                IDEMPOTENCY_HEADER,
-                OpenApiTypes.STR,
-                OpenApiParameter.HEADER,
-                description="Up to 255 characters, per user: a repeat replays the first answer.",
-            )
-        ],
-        responses={
-            201: CommandEnvelope,
-            409: CONFLICT_SESSION,
-            422: OpenApiResponse(ErrorSerializer, "The Idempotency-Key was used with a different request."),
-        },
+        responses={201: CommandEnvelope, 409: CONFLICT_SESSION},
         summary="Send a control command to a local session",
     )
+    @idempotent
     def create(self, request, *args, **kwargs):
-        key = self._idempotency_key(request)
         payload = ControlCommandCreateSerializer(data=request.data)
         self.require_session()
         payload.is_valid(raise_exception=True)
-        if key is None:
-            return self._enqueue(payload.validated_data)
-        with transaction.atomic():
-            record, created = services.idempotency_key_claim(
-                user=request.user, key=key, fingerprint=self._fingerprint(request)
-            )
-            if not created:
-                return self._replay(record)
-            try:
-                response = self._enqueue(payload.validated_data)
-                command_id = response.data["command"]["id"]
-            except services.PreconditionFailed as exc:
-                # The first answer is what the key stands for, refusals included.
-                response = self.handle_exception(exc)
-                command_id = None
-            services.idempotency_key_store(
-                record=record, status=response.status_code, body=response.data, command_id=command_id
-            )
-        return response
-
-    def _enqueue(self, data) -> Response:
-        command = services.command_enqueue(session=self.kwargs["localSessionId"], sessions=self.get_sessions(), **data)
-        return Response(self.wrap(self.get_serializer(command).data), status=status.HTTP_201_CREATED)
-
-    @staticmethod
-    def _idempotency_key(request) -> str | None:
-        key = request.headers.get(IDEMPOTENCY_HEADER)
-        if key is None:
-            return None
-        if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or "\x00" in key:
-            raise ApiError(
-                f"{IDEMPOTENCY_HEADER} must be 1–{MAX_IDEMPOTENCY_KEY_LENGTH} characters, without NUL.",
-                details={IDEMPOTENCY_HEADER: ["Invalid idempotency key."]},
-            )
-        return key
-
-    @staticmethod
-    def _fingerprint(request) -> str:
-        document = json.dumps(
-            {"method": request.method, "path": request.path, "body": request.data},
-            sort_keys=True,
-            separators=(",", ":"),
+        command = services.command_enqueue(
+            session=self.kwargs["localSessionId"], sessions=self.get_sessions(), **payload.validated_data
         )
-        return hashlib.sha256(document.encode()).hexdigest()
-
-    def _replay(self, record) -> Response:
-        if record.request_fingerprint != self._fingerprint(self.request):
-            raise ApiError(
-                f"This {IDEMPOTENCY_HEADER} was already used with a different request.",
-                code="idempotency_key_reused",
-                status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
-            )
-        return Response(record.response_body, status=record.response_status, headers={"Idempotent-Replayed": "true"})
+        return Response(self.wrap(self.get_serializer(command).data), status=status.HTTP_201_CREATED)
 
     @extend_schema(
         request=ControlCommandAckSerializer,

@@ -3,25 +3,12 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from acp.api.serializers import JSONObjectField, OwnedPrimaryKeyRelatedField
+from acp.api.serializers import JSONObjectField, OwnedPrimaryKeyRelatedField, StrictCharField
 from acp.models import Device, Project
 from commands.models import Thread
 from sessions import services
 from sessions.choices import AckStatus, CodeMode, LaunchStatus, Thinking
 from sessions.models import Launch, Workspace
-
-
-class StrictCharField(serializers.CharField):
-    """A string, and only a string: numbers and booleans are a wrong type (DRF would coerce them)."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("trim_whitespace", False)
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class WorkspaceSerializer(serializers.ModelSerializer):

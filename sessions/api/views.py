@@ -11,7 +11,7 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from acp.api.errors import Conflict
+from acp.api.idempotency import idempotent
 from acp.api.pagination import MAX_LIMIT, list_envelope
 from acp.api.serializers import ErrorSerializer
 from acp.api.viewsets import OwnedModelViewSet, OwnedViewSetMixin, scope_to_owner
@@ -19,6 +19,7 @@ from acp.models import Device
 from acp.realtime import LongPoll
 from acp.services import device_touch
 from sessions import selectors, services
+from sessions.api.answers import launch_answer, launch_answer_by_id, launch_answer_or_404
 from sessions.api.serializers import (
     LaunchAckSerializer,
     LaunchAnswerSerializer,
@@ -38,9 +39,7 @@ class WorkspaceViewSet(OwnedModelViewSet):
 
 
 @extend_schema(parameters=[OpenApiParameter("workspace_id", OpenApiTypes.UUID, OpenApiParameter.PATH)])
-class WorkspaceLaunchViewSet(
-    OwnedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
-):
+class WorkspaceLaunchViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """`/api/v1/workspaces/{workspace_id}/sessions`: launch a session (and wait for the daemon), list launches."""
 
     queryset = Launch.objects.all()
@@ -70,6 +69,7 @@ class WorkspaceLaunchViewSet(
             504: OpenApiResponse(LaunchAnswerSerializer, "No acknowledgement in time: `error`/`daemon_timeout`."),
         },
     )
+    @idempotent
     def launch(self, request, *args, **kwargs):
         workspace = self.get_workspace()
         body = LaunchRequestSerializer(data=request.data, context={"request": request, "workspace": workspace})
@@ -87,14 +87,14 @@ class WorkspaceLaunchViewSet(
             resume_session_id=data.get("resume_session_id"),
             agent_session_id=data.get("agent_session_id"),
         )
-        answer = selectors.launch_answer(launch)
+        answer = launch_answer(launch)
         if answer is not None:  # the machine is offline: answered at once
             return Response(answer[1], status=answer[0])
         response = Response()
         response.long_poll = LongPoll(
             key=services.launch_key(launch.pk),
             timeout=max(0.0, (launch.expires_at - timezone.now()).total_seconds()),
-            check=functools.partial(selectors.launch_answer_by_id, launch.pk),
+            check=functools.partial(launch_answer_by_id, launch.pk),
             on_timeout=functools.partial(_time_out_launch, launch.pk),
         )
         return response
@@ -102,8 +102,7 @@ class WorkspaceLaunchViewSet(
 
 def _time_out_launch(launch_id):
     """At the deadline: time the launch out, unless an acknowledgement got in first (then answer with it)."""
-    services.launch_time_out(launch_id=launch_id)
-    return selectors.launch_answer_by_id(launch_id)
+    return launch_answer_or_404(services.launch_time_out(launch_id=launch_id).obj)
 
 
 class LaunchPollParamsSerializer(serializers.Serializer):
@@ -126,6 +125,7 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
     queryset = Launch.objects.all()
     serializer_class = LaunchSerializer
     device_field = "machine_id"
+    related_envelopes = {Launch: ("launch", LaunchSerializer)}
     device_token_actions = ("poll", "acknowledge")
     lookup_url_kwarg = "launch_id"
     pagination_class = None
@@ -181,13 +181,10 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
         )
         body = LaunchAckSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            launch, _ = services.launch_acknowledge(
-                launch=launch, status=body.validated_data["status"], payload=body.validated_data.get("payload")
-            )
-        except services.LaunchConflict as exc:
-            raise Conflict(str(exc), details={"launch": LaunchSerializer(exc.launch).data}) from exc
-        return Response(LaunchSerializer(launch).data)
+        acknowledged = services.launch_acknowledge(
+            launch=launch, status=body.validated_data["status"], payload=body.validated_data.get("payload")
+        )
+        return Response(LaunchSerializer(acknowledged.obj).data)
 
 
 def _launch_queue_page(machine_id, limit: int) -> dict:

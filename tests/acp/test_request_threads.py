@@ -1,18 +1,44 @@
-"""The pool that lends requests their thread under ASGI (acp/request_threads.py)."""
+"""The pool that lends requests their thread under ASGI (acp/serving/request_threads.py), and the asgiref internals
+it relies on."""
 
 import asyncio
+import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
 
-from acp import request_threads
-from acp.request_threads import RequestThreadPool, released_request_thread
+from acp.serving import request_threads
+from acp.serving.request_threads import RequestThreadPool, released_request_thread
 
 
 def run(coroutine):
     return asyncio.run(coroutine)
+
+
+def test_the_asgiref_internals_the_pool_relies_on_are_there():
+    """A thread-sensitive call runs on the executor mapped to its request's context: the pool's one hook.
+
+    If an asgiref upgrade changes this, the pool would silently stop being used (or break requests): this fails
+    instead. Then pin asgiref back (pyproject.toml) or serve with ACP_SERVING=stock until the pool is adapted.
+    """
+    assert isinstance(SyncToAsync.thread_sensitive_context, contextvars.ContextVar)
+    assert hasattr(SyncToAsync.context_to_thread_executor, "pop")
+
+    async def scenario():
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mapped-by-hand")
+        try:
+            async with ThreadSensitiveContext() as context:
+                assert SyncToAsync.thread_sensitive_context.get(None) is context
+                SyncToAsync.context_to_thread_executor[context] = executor
+                name = await sync_to_async(lambda: threading.current_thread().name)()
+                assert SyncToAsync.context_to_thread_executor.pop(context, None) is executor
+            return name
+        finally:
+            executor.shutdown()
+
+    assert run(scenario()).startswith("mapped-by-hand")
 
 
 def test_lends_each_executor_to_one_request_at_a_time_and_queues_the_rest_in_order():
@@ -74,6 +100,7 @@ def test_an_executor_not_of_the_pool_is_shut_down_not_kept():
 def test_a_waiting_request_lends_its_thread_to_another_and_gets_one_back(settings):
     """With a single thread: while the first request waits, a second one runs to its end on that thread."""
     settings.ACP_REQUEST_THREADS = 1
+    settings.ACP_SERVING = "optimised"  # in stock serving there is no pool to give the thread back to
 
     def thread_name():
         return threading.current_thread().name

@@ -3,6 +3,7 @@
 import pytest
 from django.utils import timezone
 
+from acp.domain import InvalidTransition, NotFound
 from bindings import services
 from bindings.models import SyncSession
 
@@ -59,8 +60,8 @@ def test_prepare_copies_the_binding_and_reports_creation(binding):
     prepared = services.sync_session_prepare(
         user=binding.user, binding_id=binding.pk, direction="pull", plan_signature="s", plan={"a": 1}
     )
-    assert prepared.created is True
-    session = prepared.session
+    assert prepared.changed is True
+    session = prepared.obj
     assert (session.user_id, session.device_id, session.environment_id, session.project_id) == (
         binding.user_id,
         binding.device_id,
@@ -71,15 +72,15 @@ def test_prepare_copies_the_binding_and_reports_creation(binding):
     again = services.sync_session_prepare(
         user=binding.user, binding_id=binding.pk, direction="pull", plan_signature="s", plan={"a": 1}
     )
-    assert again.created is False and again.session.pk == session.pk
+    assert again.changed is False and again.obj.pk == session.pk
 
 
 def test_prepare_refuses_a_binding_of_another_user_or_device(binding, other_user, second_device):
-    with pytest.raises(services.BindingNotFound):
+    with pytest.raises(NotFound):
         services.sync_session_prepare(
             user=other_user, binding_id=binding.pk, direction="push", plan_signature="s", plan={}
         )
-    with pytest.raises(services.BindingNotFound):
+    with pytest.raises(NotFound):
         services.sync_session_prepare(
             user=binding.user,
             device_id=second_device.pk,
@@ -93,11 +94,11 @@ def test_prepare_refuses_a_binding_of_another_user_or_device(binding, other_user
 
 def test_cancel_transitions(binding):
     session = make_session(binding)
-    assert services.sync_session_cancel(session=session) is True
+    assert services.sync_session_cancel(session=session).changed is True
     assert session.status == "cancelled"
-    assert services.sync_session_cancel(session=session) is False
+    assert services.sync_session_cancel(session=session).changed is False
     superseded = make_session(binding, signature="b", status="superseded")
-    with pytest.raises(services.InvalidTransition):
+    with pytest.raises(InvalidTransition):
         services.sync_session_cancel(session=superseded)
     assert SyncSession.objects.get(pk=superseded.pk).status == "superseded"
 
@@ -106,7 +107,7 @@ def test_cancel_sees_the_current_row_not_the_callers_copy(binding):
     session = make_session(binding)
     stale = SyncSession.objects.get(pk=session.pk)
     SyncSession.objects.filter(pk=session.pk).update(status="superseded")
-    with pytest.raises(services.InvalidTransition):
+    with pytest.raises(InvalidTransition):
         services.sync_session_cancel(session=stale)
     assert stale.status == "superseded"
 

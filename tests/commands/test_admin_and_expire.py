@@ -82,7 +82,7 @@ def test_admin_pages_render(staff_client, session):
         reverse("admin:commands_localsession_changelist") + "?status__exact=running",
         reverse("admin:commands_controlcommand_changelist") + "?command_type__exact=message&status__exact=pending",
         reverse("admin:commands_controlcommand_change", args=[command.id]),
-        reverse("admin:commands_idempotencykey_changelist"),
+        reverse("admin:acp_idempotencykey_changelist"),
     ]
     for page in pages:
         assert staff_client.get(page).status_code == 200, page

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
-from commands.models import ControlCommand, IdempotencyKey, LocalSession
+from acp.models import IdempotencyKey
+from commands.models import ControlCommand, LocalSession
 from commands.services import commands_expire
 from tests.commands.conftest import command_url, control_url, make_command, session_url
 from tests.conftest import make_client, make_token

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from acp.models import Device
-from commands.models import ControlCommand, IdempotencyKey
+from acp.models import Device, IdempotencyKey
+from commands.models import ControlCommand
 from commands.services import local_session_create, thread_create
 from tests.commands.conftest import command_url, control_url, make_command, session_url
 from tests.conftest import make_client, make_token
@@ -134,7 +134,7 @@ def test_idempotency_key_replays_the_first_answer(api, session):
     assert again["Idempotent-Replayed"] == "true"
     assert ControlCommand.objects.count() == 1
     record = IdempotencyKey.objects.get()
-    assert record.command_id == command.id and record.response_status == 201
+    assert record.resource_id == command.id and record.response_status == 201
 
     # Another key is another command.
     assert enqueue(api, session, body, HTTP_IDEMPOTENCY_KEY="k-2").status_code == 201

@@ -1,8 +1,9 @@
 """The production serving model (acp.asgi under uvicorn), end to end over HTTP.
 
-Under ASGI the project runs Django's middleware hooks in the event loop (acp.api.middleware.InlineHooks) and
-lends each request a thread from a small pool (acp.request_threads): the admin's session, CSRF and messages must
-work as stock, and requests waiting in long-polls must not starve the others even with a single thread.
+Under ASGI the project runs Django's middleware hooks in the event loop (acp.serving.middleware.InlineHooks) and
+lends each request a thread from a small pool (acp.serving.request_threads): the admin's session, CSRF and messages
+must work as stock, and requests waiting in long-polls must not starve the others even with a single thread. The
+servers run in the test run's ACP_SERVING mode, so with `stock` the same must hold of Django's own serving.
 """
 
 import asyncio

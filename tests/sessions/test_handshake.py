@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from acp.domain import Conflict
 from acp.models import Device
 from commands.choices import SessionStatus
 from commands.models import LocalSession, Thread
@@ -165,8 +166,8 @@ def test_ack_and_timeout_racing_leave_one_consistent_outcome(user, workspace, de
         def ack(launch=launch, barrier=barrier, results=results):
             barrier.wait()
             try:
-                results["ack"] = services.launch_acknowledge(launch=launch, status="ok")[1]
-            except services.LaunchConflict:
+                results["ack"] = services.launch_acknowledge(launch=launch, status="ok").changed
+            except Conflict:
                 results["ack"] = False
             finally:
                 connection.close()
@@ -174,7 +175,7 @@ def test_ack_and_timeout_racing_leave_one_consistent_outcome(user, workspace, de
         def time_out(launch=launch, barrier=barrier, results=results):
             barrier.wait()
             try:
-                results["timeout"] = services.launch_time_out(launch_id=launch.pk)
+                results["timeout"] = services.launch_time_out(launch_id=launch.pk).changed
             finally:
                 connection.close()
 

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.test import Client
 from django.urls import reverse
 
-from acp.roles import ACP_APP_LABELS
+from acp.roles import acp_app_labels
 from tests.conftest import make_user
 from tests.factories import build_world
 
@@ -18,7 +18,7 @@ def acp_model_admins():
     return [
         pytest.param(model, id=f"{model._meta.app_label}.{model._meta.model_name}")
         for model in admin.site._registry
-        if model._meta.app_label in ACP_APP_LABELS
+        if model._meta.app_label in acp_app_labels()
     ]
 
 

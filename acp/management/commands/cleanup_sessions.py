@@ -2,14 +2,15 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from acp.cleanup import DEFAULT_SYNC_STATUSES, cleanup_sessions
+from acp.cleanup import cleanup_sessions
 from acp.durations import parse_duration
 
 
 class Command(BaseCommand):
     help = (
-        "Delete superseded/cancelled push/pull sessions, finished launches and ended control commands older "
-        "than an age, in short batches. Prepared sessions are never touched."
+        "Delete superseded/cancelled push/pull sessions, finished launches, ended local sessions and control "
+        "commands, and revoked or expired API tokens older than an age, and idempotency keys older than "
+        "ACP_IDEMPOTENCY_TTL, in short batches. Prepared sessions are never touched."
     )
 
     def add_arguments(self, parser):
@@ -20,8 +21,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--status",
-            default=",".join(DEFAULT_SYNC_STATUSES),
-            help="Push/pull session statuses to delete: superseded and/or cancelled (comma-separated).",
+            help="Push/pull session statuses to delete: superseded and/or cancelled (comma-separated; default both).",
         )
         parser.add_argument("--batch-size", type=int, default=5000)
         parser.add_argument("--dry-run", action="store_true", help="Count only; delete nothing.")
@@ -29,14 +29,16 @@ class Command(BaseCommand):
     def handle(self, *args, older_than, status, batch_size, dry_run, **options):
         try:
             age = parse_duration(older_than)
-            statuses = tuple(s.strip() for s in status.split(",") if s.strip())
+            app_options = {}
+            if status is not None:
+                app_options["sync_statuses"] = [s.strip() for s in status.split(",") if s.strip()]
             summary = cleanup_sessions(
                 older_than=age,
                 now=timezone.now(),
-                sync_statuses=statuses,
                 batch_size=batch_size,
                 dry_run=dry_run,
                 on_progress=self._progress if self.stdout.isatty() else None,
+                **app_options,
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc

@@ -3,7 +3,8 @@
 Django's compiler costs a few hundred microseconds per query to build SQL that never changes (py-spy under
 bench/run.py: the token lookup alone was 16 % of a prepare). These helpers let a hot path write its SQL once and
 still go through the models: the column lists come from `_meta`, values are read with the ORM's own converters
-and written as the fields prepare them, so a model change is picked up and SQLite keeps working.
+and written as the fields prepare them, so a model change is picked up and SQLite keeps working. Their callers
+(acp/selectors.py, bindings/services.py) use the ORM instead with ACP_SERVING=stock.
 """
 
 from __future__ import annotations

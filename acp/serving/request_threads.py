@@ -11,6 +11,10 @@ times less than that at 32 requests in flight. A long-poll gives its thread back
 
 No request waits for another while holding a thread (the ORM's transactions run inside one synchronous call), so
 a small pool cannot deadlock; a thread blocked on a row lock only makes the next request wait for another one.
+
+It relies on asgiref internals (`SyncToAsync.context_to_thread_executor`, `SyncToAsync.thread_sensitive_context`):
+pyproject.toml pins asgiref's minor series, and tests/acp/test_request_threads.py fails if they change. With
+`ACP_SERVING=stock` none of this runs (Django's own ASGIHandler, and `released_request_thread` does nothing).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
+
+from acp.serving import optimised
 
 
 class RequestThreadPool:
@@ -82,9 +88,10 @@ async def released_request_thread():
     """Give the current request's thread back to the pool while the block waits, and borrow one again after.
 
     Nothing in the block may run thread-sensitive code (`sync_to_async(..., thread_sensitive=False)` only).
-    Outside a request's context there is nothing to give back, and nothing is borrowed.
+    Outside a request's context there is nothing to give back, and nothing is borrowed; nor in stock serving, where
+    the request's thread is Django's own.
     """
-    context = _current_context()
+    context = _current_context() if optimised() else None
     executor = _take(context)
     if executor is None:
         yield
