@@ -8,4 +8,4 @@ class AcpConfig(composition.AcpAppConfig):
     dashboard = "acp.selectors.dashboard_counts"
 
     def ready(self):
-        from acp.api import schema  # noqa: F401  (registers the OpenAPI extensions)
+        from acp.api import schema, throttling  # noqa: F401  (register the OpenAPI extensions, the rate-limit check)

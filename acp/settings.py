@@ -72,6 +72,7 @@ if ACP_SERVING not in ("optimised", "stock"):
 # ASGI handler loads their inline subclasses instead (acp/serving/middleware.py).
 MIDDLEWARE = [
     "acp.api.middleware.RequestGuardMiddleware",
+    "acp.api.middleware.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -213,6 +214,14 @@ ACP_TOKEN_TOUCH_INTERVAL = env_int("ACP_TOKEN_TOUCH_INTERVAL", 60)  # seconds be
 # Seconds after which an unanswered Idempotency-Key claim (its request died) may be taken over.
 ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT = env_float("ACP_IDEMPOTENCY_IN_FLIGHT_TIMEOUT", 120.0)
 
+# Rate limits per token (acp/api/throttling.py; README, "Rate limits"): "N/second|minute|hour", each token's
+# "api" and "daemon" buckets alike. The storage is per process (memory://) unless a shared one is given (redis://…).
+ACP_RATELIMIT_ENABLED = env_bool("ACP_RATELIMIT_ENABLED", True)
+ACP_RATELIMIT_USER = os.environ.get("ACP_RATELIMIT_USER", "600/minute")
+ACP_RATELIMIT_DEVICE = os.environ.get("ACP_RATELIMIT_DEVICE", "1200/minute")
+ACP_RATELIMIT_STORAGE_URL = os.environ.get("ACP_RATELIMIT_STORAGE_URL", "memory://")
+ACP_RATELIMIT_STORAGE_TIMEOUT = env_float("ACP_RATELIMIT_STORAGE_TIMEOUT", 0.5)  # seconds; then the request is let in
+
 # The body limit is enforced by RequestGuardMiddleware with a JSON 413; Django's own check agrees.
 DATA_UPLOAD_MAX_MEMORY_SIZE = ACP_MAX_BODY_BYTES
 
@@ -228,6 +237,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "acp.api.pagination.ListEnvelopePagination",
     "DEFAULT_SCHEMA_CLASS": "acp.api.schema.AcpAutoSchema",
     "EXCEPTION_HANDLER": "acp.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["acp.api.throttling.TokenRateThrottle"],
     "UNAUTHENTICATED_USER": None,
     "PAGE_SIZE": 50,
 }

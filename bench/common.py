@@ -185,6 +185,46 @@ class Postgres:
             raise subprocess.CalledProcessError(result.returncode, command, result.stdout, result.stderr)
 
 
+class Redis:
+    """A throwaway redis-server on 127.0.0.1, nothing persisted (the shared rate-limit store)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> Redis:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+        at_exit(self.stop)
+        command = [executable, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited ({self.process.returncode})")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not answer PING within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
 # --- Django in this process ---------------------------------------------------------------------------------------
 
 
@@ -201,6 +241,8 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
         LOG_LEVEL="WARNING",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         PYTHONWARNINGS="ignore::DeprecationWarning",
+        # Off unless a scenario says otherwise (the ratelimit pair); with its defaults the load would be refused.
+        ACP_RATELIMIT_ENABLED="0",
     )
     env.update(extra)
     return env

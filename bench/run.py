@@ -12,6 +12,9 @@ on 127.0.0.1, creates its data through the ORM, drives the server with an asynci
   idle-polls       on a separate single-worker server: prepare-spread without, then with 5,000 idle long-polls
                    held open (opened over 100 s, wait=300 so none returns during the window, and no
                    timer re-check, as with the default wait cap of 30 s)
+  ratelimit        on a separate server each: prepare-spread with rate limiting off, then on (the limits shared
+                   in a throwaway redis-server, budgets out of reach so nothing is refused): what counting costs.
+                   The other scenarios run with rate limiting off.
 
 Writes everything to bench/results/<timestamp>.json. Everything stops at exit, also on failure.
 """
@@ -36,9 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import CpuMeter, Postgres, Server, log, summarise  # noqa: E402
+from common import CpuMeter, Postgres, Redis, Server, log, summarise  # noqa: E402
 
-SCENARIOS = ["prepare-spread", "prepare-hot", "get-floor", "control", "db-floor", "idle-polls"]
+SCENARIOS = ["prepare-spread", "prepare-hot", "get-floor", "control", "db-floor", "idle-polls", "ratelimit"]
 BINDINGS = 64
 IDLE_POLLS = 5000
 CONTROL_SESSIONS = 16
@@ -46,7 +49,7 @@ CONTROL_SESSIONS = 16
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short durations (about 3½ minutes in all)")
+    parser.add_argument("--quick", action="store_true", help="short durations (about 4½ minutes in all)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of the main server (default 2)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--generators", type=int, default=1, help="load generator processes (default 1)")
@@ -368,6 +371,32 @@ class Bench:
     def prepare_spec_bindings(self):
         clients = self.args.clients
         return [self.data["bindings"][i::clients] or [self.data["bindings"][i % BINDINGS]] for i in range(clients)]
+
+    def run_ratelimit(self) -> None:
+        """prepare-spread on a fresh server with rate limiting off, then on a fresh one with it on (Redis)."""
+        redis = Redis().start()
+        log(f"ratelimit: prepare-spread on {self.args.workers} workers, rate limiting off then on ({redis.url})")
+        unreachable = "1000000000/minute"
+        modes = {
+            "prepare-spread ratelimit off": {"ACP_RATELIMIT_ENABLED": "0"},
+            "prepare-spread ratelimit on": {
+                "ACP_RATELIMIT_ENABLED": "1",
+                "ACP_RATELIMIT_STORAGE_URL": redis.url,
+                "ACP_RATELIMIT_USER": unreachable,
+                "ACP_RATELIMIT_DEVICE": unreachable,
+            },
+        }
+        try:
+            for name, env in modes.items():
+                server = Server(self.pg.url, workers=self.args.workers, env=env).start()
+                try:
+                    self.warm(server)
+                    raw = self.generators(server, self.prepare_spec(server, hot=False))
+                    self.record(name, raw, window=self.duration)
+                finally:
+                    server.stop()
+        finally:
+            redis.stop()
 
     # -- 3
     def run_idle_polls(self) -> dict:
@@ -735,6 +764,8 @@ def main() -> int:
         server.stop()
     if "idle-polls" in chosen:
         bench.run_idle_polls()
+    if "ratelimit" in chosen:
+        bench.run_ratelimit()
 
     verdict = targets(r)
     bench.results["targets"] = verdict
@@ -785,6 +816,14 @@ def targets(r: dict) -> dict:
                 f"p99 with idle long-polls / without = {with_polls} / {without} ms = "
                 f"{out['p99_with_idle_over_without']:.2f}   target ≤ 1.20"
             )
+    off, on = (r.get(f"prepare-spread ratelimit {mode}", {}).get("throughput_rps") for mode in ("off", "on"))
+    if off and on:
+        out["prepare_ratelimit_on_over_off"] = round(on / off, 2)
+        out["ratelimit_met"] = out["prepare_ratelimit_on_over_off"] >= 0.9
+        lines.append(
+            f"prepare with rate limiting on / off = {on} / {off} req/s = {out['prepare_ratelimit_on_over_off']:.2f}"
+            "   target ≥ 0.90"
+        )
     wake = r.get("control", {}).get("wake_up", {}).get("p99_ms")
     if wake is not None:
         out["wake_up_p99_ms"] = wake
@@ -803,6 +842,7 @@ def _met(out: dict, line: str) -> str:
                 ("errors", "zero_errors_met"),
                 ("p99 with", "idle_polls_met"),
                 ("wake-up", "wake_up_met"),
+                ("prepare with rate", "ratelimit_met"),
             )
             if line.startswith(prefix)
         ),

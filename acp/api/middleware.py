@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
 from acp.api.errors import error_json_response, is_api_path
+from acp.api.throttling import rate_limit_headers
 from acp.serving.hybrid import HybridMiddleware
 
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -41,6 +42,15 @@ class RequestGuardMiddleware(HybridMiddleware):
         if len(body) > limit:
             return too_large
         return None
+
+
+class RateLimitHeadersMiddleware(HybridMiddleware):
+    """The `RateLimit-*` headers of the token's bucket (acp.api.throttling) on every response, 429 or not."""
+
+    def after(self, request, response):
+        for name, value in rate_limit_headers(request).items():
+            response[name] = value
+        return response
 
 
 class ApiNotFoundMiddleware(HybridMiddleware):

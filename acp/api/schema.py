@@ -19,6 +19,13 @@ _ERROR_DESCRIPTIONS = {
     "415": "The body is not `application/json`.",
     "409": "A request with this Idempotency-Key is still in progress (`idempotency_key_in_flight`).",
     "422": "The Idempotency-Key was used with a different request (`idempotency_key_reused`).",
+    "429": "The token's rate-limit bucket is spent (see the README, Rate limits); retry after `Retry-After` seconds.",
+}
+_RATE_LIMIT_HEADERS = {
+    "Retry-After": "Seconds until the bucket's window ends.",
+    "RateLimit-Limit": "The bucket's budget per window (also `X-RateLimit-Limit`; on every counted response).",
+    "RateLimit-Remaining": "Requests left in the window (also `X-RateLimit-Remaining`).",
+    "RateLimit-Reset": "Seconds until the window ends (`X-RateLimit-Reset`: the same moment in Unix seconds).",
 }
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -60,12 +67,16 @@ class AcpAutoSchema(AutoSchema):
             responses.setdefault(
                 code, self._get_response_for_code(OpenApiResponse(ErrorSerializer, _ERROR_DESCRIPTIONS[code]), code)
             )
+        if "429" in responses:
+            responses["429"]["headers"] = {
+                name: {"schema": {"type": "integer"}, "description": text} for name, text in _RATE_LIMIT_HEADERS.items()
+            }
         return responses
 
     def _error_codes(self) -> list[str]:
         codes = ["400"]
         if self.get_auth():
-            codes += ["401", "403"]
+            codes += ["401", "403", "429"]
         if "{" in self.path or self.get_auth():
             codes.append("404")
         if self.method in _BODY_METHODS:

@@ -42,6 +42,7 @@ class DeviceViewSet(OwnedModelViewSet):
     envelope_key = "device"
     device_field = "id"
     device_token_actions = ("list", "retrieve", "heartbeat")
+    daemon_actions = ("heartbeat",)
 
     @extend_schema(request=DeviceHeartbeatSerializer, responses=envelope_serializer("device", DeviceSerializer))
     @action(detail=True, methods=["post"])

@@ -31,6 +31,7 @@ class OwnedViewSetMixin:
     device_field: str | None = None
     lookup_value_converter = "uuid"
     device_token_actions: tuple[str, ...] = ()
+    daemon_actions: tuple[str, ...] = ()  # counted in the token's "daemon" rate-limit bucket (acp.api.throttling)
     related_envelopes: dict = {}
 
     def get_queryset(self):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import logging
 import threading
 from typing import Any
@@ -13,6 +15,7 @@ from acp.daemon import __version__
 logger = logging.getLogger("acp.daemon")
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+MAX_RETRY_AFTER = 3600.0  # seconds; a longer (or absurd) Retry-After is taken as this
 
 
 class Unauthorized(Exception):
@@ -31,8 +34,9 @@ class Api:
     """A thin client of the ACP API. Each thread gets its own httpx.Client (its own connections).
 
     `request` returns the server's answer for anything but a transport error or a 5xx/429, which it
-    retries with exponential backoff (`min_backoff` doubling to `max_backoff`) until it gets an answer
-    or `stopping` is set — so every loop of the daemon reconnects by itself after a server restart.
+    retries with exponential backoff (`min_backoff` doubling to `max_backoff`, or longer when a 429/503's
+    `Retry-After` asks for it) until it gets an answer or `stopping` is set — so every loop of the daemon
+    reconnects by itself after a server restart.
     """
 
     def __init__(self, url: str, token: str, stopping: threading.Event, *, min_backoff=0.5, max_backoff=10.0):
@@ -69,7 +73,7 @@ class Api:
         while True:
             if self.stopping.is_set():
                 raise Stopped()
-            problem = None
+            problem, pause = None, backoff
             try:
                 kwargs = {"json": json, "params": params}
                 if timeout is not None:
@@ -84,10 +88,12 @@ class Api:
                 if response.status_code not in RETRY_STATUSES:
                     return response
                 problem = f"HTTP {response.status_code}"
+                # A 429 or 503 says when to come back: retrying sooner only spends the budget again.
+                pause = max(pause, retry_after(response))
             if not retry:
                 raise Unavailable(f"{method} {path}: {problem}")
-            logger.warning("%s %s failed (%s); retrying in %.1fs", method, path, problem, backoff)
-            if self.stopping.wait(backoff):
+            logger.warning("%s %s failed (%s); retrying in %.1fs", method, path, problem, pause)
+            if self.stopping.wait(pause):
                 raise Stopped()
             backoff = min(backoff * 2, self.max_backoff)
 
@@ -96,3 +102,25 @@ class Api:
 
     def post(self, path: str, json: Any = None, **kwargs):
         return self.request("POST", path, json=json if json is not None else {}, **kwargs)
+
+
+def retry_after(response: httpx.Response) -> float:
+    """The seconds a `Retry-After` header asks for (a number or an HTTP date), 0 when there is none."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = _seconds_until(value)
+    return min(seconds, MAX_RETRY_AFTER) if seconds > 0 else 0.0  # NaN and negatives are 0
+
+
+def _seconds_until(http_date: str) -> float:
+    try:
+        when = email.utils.parsedate_to_datetime(http_date)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return (when - datetime.datetime.now(datetime.UTC)).total_seconds()

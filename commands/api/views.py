@@ -77,6 +77,7 @@ class LocalSessionViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.Gen
     envelope_key = "session"
     lookup_url_kwarg = "localSessionId"
     device_token_actions = ("list", "create", "retrieve", "heartbeat", "complete")
+    daemon_actions = ("heartbeat", "complete")
 
     def get_queryset(self):
         return selectors.sessions_visible(
@@ -161,6 +162,7 @@ class ControlCommandViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.G
     related_envelopes = {LocalSession: ("session", LocalSessionSerializer)}
     lookup_url_kwarg = "commandId"
     device_token_actions = ("list", "create", "retrieve", "ack", "poll")
+    daemon_actions = ("ack", "poll")
 
     def get_queryset(self):
         return selectors.commands_visible(

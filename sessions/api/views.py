@@ -127,6 +127,7 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
     device_field = "machine_id"
     related_envelopes = {Launch: ("launch", LaunchSerializer)}
     device_token_actions = ("poll", "acknowledge")
+    daemon_actions = ("poll", "acknowledge")
     lookup_url_kwarg = "launch_id"
     pagination_class = None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import redis
 from django.db import connection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +89,15 @@ class Server(Process):
 
 
 @dataclass
+class RedisServer(Process):
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@dataclass
 class ProcessManager:
     """Starts servers and daemons for one test and ends them all (and any agent pids it was told of) at the end."""
 
@@ -120,6 +131,29 @@ class ProcessManager:
         daemon = Process(name, self._spawn(name, command, environment), self._log_path(name))
         self.processes.append(daemon)
         return daemon
+
+    def start_redis(self, name: str = "redis") -> RedisServer:
+        """A throwaway redis-server on a free loopback port, nothing persisted."""
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail("redis-server is not installed (Debian: apt-get install redis-server; .ci/run does it).")
+        port = free_port()
+        command = [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+        process = RedisServer(name, self._spawn(name, command, dict(os.environ)), self._log_path(name), port)
+        self.processes.append(process)
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+
+        def answers() -> bool:
+            if not process.alive():
+                pytest.fail(f"{name} exited with {process.popen.returncode}:\n{process.log()}")
+            try:
+                return client.ping()
+            except redis.ConnectionError:
+                return False
+
+        wait_until(answers, 10, 0.05, f"{name} to answer PING")
+        client.close()
+        return process
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):

@@ -1,0 +1,195 @@
+"""Rate limits per token (README, "Rate limits"), so one client in a tight loop cannot starve the others.
+
+Every token has two buckets: "daemon" for the daemon's loop (the actions a view lists in `daemon_actions`: polls,
+acknowledgements, heartbeats, completions) and "api" for everything else, so a user's own calls and their daemon's
+polls never use up each other's budget. A user token's buckets hold ACP_RATELIMIT_USER requests per window, a device
+token's ACP_RATELIMIT_DEVICE.
+
+Windows are fixed and aligned to the clock (window n covers [n·period, (n+1)·period)), so a request costs one
+increment of a counter in the store (`limits`' storage: one Lua call on Redis, a dict in memory) and the window's
+reset time needs no second round trip. When the store does not answer, requests are let in: rate limiting protects
+the service and must not take it down.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from limits import RateLimitItem, parse
+from limits.errors import ConfigurationError, StorageError
+from limits.storage import Storage, storage_from_string
+from rest_framework import status
+from rest_framework.throttling import BaseThrottle
+
+from acp.api.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+DAEMON, API = "daemon", "api"
+# After the store failed, let requests in without asking it for this many seconds (no timeout paid per request).
+STORE_RETRY_AFTER = 5.0
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A token's bucket after one request: `count` requests in the window that ends at `reset_at` (epoch)."""
+
+    bucket: str
+    limit: RateLimitItem
+    count: int
+    reset_at: int
+
+    @property
+    def exceeded(self) -> bool:
+        return self.count > self.limit.amount
+
+    def retry_after(self, now: float) -> int:
+        return max(1, math.ceil(self.reset_at - now))
+
+    def headers(self, now: float) -> dict[str, str]:
+        """`RateLimit-*` (IETF draft: Reset in seconds from now) and `X-RateLimit-*` (GitHub's: Reset as epoch)."""
+        limit, remaining = str(self.limit.amount), str(max(0, self.limit.amount - self.count))
+        return {
+            "RateLimit-Limit": limit,
+            "RateLimit-Remaining": remaining,
+            "RateLimit-Reset": str(self.retry_after(now)),
+            "X-RateLimit-Limit": limit,
+            "X-RateLimit-Remaining": remaining,
+            "X-RateLimit-Reset": str(self.reset_at),
+        }
+
+
+class RateLimited(ApiError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "rate_limited"
+
+    def __init__(self, usage: Usage, now: float):
+        self.wait = usage.retry_after(now)  # the exception handler's Retry-After
+        window = f"{usage.limit.multiples} {usage.limit.GRANULARITY.name}"
+        super().__init__(
+            f"Rate limit exceeded: this token may make {usage.limit.amount} {usage.bucket} requests per {window}; "
+            f"retry in {self.wait} s.",
+            details={"bucket": usage.bucket, "limit": usage.limit.amount, "window": window, "retryAfter": self.wait},
+        )
+
+
+class TokenRateThrottle(BaseThrottle):
+    """Counts each token-authenticated request against its token's bucket; over the budget → 429 `rate_limited`.
+
+    DRF checks throttles after authentication and permissions, so only requests a token may make are counted.
+    The usage is left on the request for RateLimitHeadersMiddleware, which adds the headers to every response
+    (long-polls' included: they are answered outside DRF).
+    """
+
+    def allow_request(self, request, view):
+        token = request.auth
+        if token is None or not settings.ACP_RATELIMIT_ENABLED:
+            return True
+        bucket = DAEMON if getattr(view, "action", None) in getattr(view, "daemon_actions", ()) else API
+        limit = token_limit(device_token=token.device_id is not None)
+        now = time.time()
+        usage = _limiter().hit(limit, bucket, str(token.pk), now)
+        if usage is None:
+            return True
+        request._request.acp_rate_limit = usage
+        if usage.exceeded:
+            raise RateLimited(usage, now)
+        return True
+
+
+def rate_limit_headers(request) -> dict[str, str]:
+    usage = getattr(request, "acp_rate_limit", None)
+    return usage.headers(time.time()) if usage is not None else {}
+
+
+def token_limit(*, device_token: bool) -> RateLimitItem:
+    return _parse_limit("ACP_RATELIMIT_DEVICE" if device_token else "ACP_RATELIMIT_USER")
+
+
+@functools.cache
+def _parse_limit(setting: str) -> RateLimitItem:
+    value = getattr(settings, setting)
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f'{setting}={value!r} is not a rate like "600/minute".') from exc
+
+
+class Limiter:
+    """Fixed, clock-aligned windows counted in a `limits` storage; None when the store does not answer."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self._skip_until = 0.0
+        self._lock = threading.Lock()
+
+    def hit(self, limit: RateLimitItem, bucket: str, token_id: str, now: float) -> Usage | None:
+        if now < self._skip_until:
+            return None
+        period = limit.get_expiry()
+        window = int(now // period)
+        try:
+            count = self.storage.incr(limit.key_for(bucket, token_id, window), period)
+        except StorageError as exc:
+            self._store_failed(exc, now)
+            return None
+        return Usage(bucket, limit, count, (window + 1) * period)
+
+    def _store_failed(self, exc: StorageError, now: float) -> None:
+        with self._lock:
+            if now < self._skip_until:
+                return
+            self._skip_until = now + STORE_RETRY_AFTER
+        logger.warning(
+            "Rate-limit store %s failed (%s); requests are not rate limited for %g s.",
+            settings.ACP_RATELIMIT_STORAGE_URL,
+            exc.storage_error,
+            STORE_RETRY_AFTER,
+        )
+
+
+@functools.cache
+def _limiter() -> Limiter:
+    url, timeout = settings.ACP_RATELIMIT_STORAGE_URL, settings.ACP_RATELIMIT_STORAGE_TIMEOUT
+    try:
+        # The options reach redis.from_url (which does not connect yet); the memory storage ignores them.
+        storage = storage_from_string(url, wrap_exceptions=True, socket_timeout=timeout, socket_connect_timeout=timeout)
+    except ConfigurationError as exc:
+        raise ImproperlyConfigured(f"ACP_RATELIMIT_STORAGE_URL={url!r}: {exc}") from exc
+    return Limiter(storage)
+
+
+@checks.register
+def check_rate_limit_settings(app_configs=None, **kwargs):
+    """A bad rate or store URL is reported by `manage.py check` (`migrate` runs it too), not by the first request."""
+    if not settings.ACP_RATELIMIT_ENABLED:
+        return []
+    errors = []
+    for build in (
+        functools.partial(token_limit, device_token=False),
+        functools.partial(token_limit, device_token=True),
+        _limiter,
+    ):
+        try:
+            build()
+        except ImproperlyConfigured as exc:
+            errors.append(checks.Error(str(exc), id="acp.E101"))
+    return errors
+
+
+def _settings_changed(setting, **kwargs):
+    if setting.startswith("ACP_RATELIMIT_"):
+        _limiter.cache_clear()
+        _parse_limit.cache_clear()
+
+
+setting_changed.connect(_settings_changed)
