@@ -40,12 +40,18 @@ class Project(OwnedModel):
 
 
 class Environment(OwnedModel):
-    """A remote computer ("Computer ID")."""
+    """A remote computer ("Computer ID"). A user has at most one default environment (`acp.services`)."""
 
     name = models.CharField(max_length=200)
+    is_default = models.BooleanField(default=False)
 
     class Meta(OwnedModel.Meta):
         indexes = [models.Index(fields=["user", "-created_at"], name="environment_user_created")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"], condition=models.Q(is_default=True), name="environment_one_default_per_user"
+            ),
+        ]
 
     def __str__(self):
         return self.name

@@ -72,6 +72,7 @@ if ACP_SERVING not in ("optimised", "stock"):
 # ASGI handler loads their inline subclasses instead (acp/serving/middleware.py).
 MIDDLEWARE = [
     "acp.api.middleware.RequestGuardMiddleware",
+    "acp.api.https.ApiHttpsOnlyMiddleware",
     "acp.api.middleware.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -175,7 +176,9 @@ APPEND_SLASH = False
 # Security settings that `manage.py check --deploy` asks for; TLS is terminated by the proxy in front.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# API clients (the SDK's ApiClient, daemons) do not follow redirects: an API path is never redirected; over plain
+# HTTP it is refused with the JSON error shape instead (acp.api.https.ApiHttpsOnlyMiddleware).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^v1/", r"^api/v1/"]
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
@@ -233,7 +236,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": ["acp.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "acp.api.query_params.KnownQueryParamsFilterBackend",
+        "django_filters.rest_framework.DjangoFilterBackend",
+    ],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "acp.api.negotiation.JsonContentNegotiation",
     "DEFAULT_PAGINATION_CLASS": "acp.api.pagination.ListEnvelopePagination",
     "DEFAULT_SCHEMA_CLASS": "acp.api.schema.AcpAutoSchema",
     "EXCEPTION_HANDLER": "acp.api.errors.exception_handler",

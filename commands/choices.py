@@ -9,6 +9,18 @@ class ThreadStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
+THREAD_TERMINAL_STATES = frozenset({ThreadStatus.COMPLETED, ThreadStatus.FAILED, ThreadStatus.CANCELLED})
+
+# from-state -> states a client may move a thread to (PATCH); an ended thread keeps its status.
+THREAD_ALLOWED_TRANSITIONS = {
+    ThreadStatus.ACTIVE: {ThreadStatus.RUNNING, *THREAD_TERMINAL_STATES},
+    ThreadStatus.RUNNING: {ThreadStatus.ACTIVE, *THREAD_TERMINAL_STATES},
+    ThreadStatus.COMPLETED: set(),
+    ThreadStatus.FAILED: set(),
+    ThreadStatus.CANCELLED: set(),
+}
+
+
 class SessionStatus(models.TextChoices):
     CREATED = "created"
     RUNNING = "running"

@@ -1,5 +1,6 @@
 import django_filters
 
+from bindings.filtersets import UUIDOrNoneFilter
 from commands.choices import CommandStatus, CommandType, SessionStatus, ThreadStatus
 from commands.models import ControlCommand, LocalSession, Thread
 
@@ -7,10 +8,11 @@ from commands.models import ControlCommand, LocalSession, Thread
 class ThreadFilterSet(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=ThreadStatus.choices)
     environmentId = django_filters.UUIDFilter(field_name="environment_id")
+    projectId = UUIDOrNoneFilter(field_name="project_id", help_text='A project id, or "none": threads without one.')
 
     class Meta:
         model = Thread
-        fields = ["status", "environmentId"]
+        fields = ["status", "environmentId", "projectId"]
 
 
 class LocalSessionFilterSet(django_filters.FilterSet):

@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from acp.models import Device, Environment, OwnedModel
+from acp.models import Device, Environment, OwnedModel, Project
 from commands.choices import (
     COMMAND_TERMINAL_STATES,
     SESSION_TERMINAL_STATES,
@@ -18,6 +18,7 @@ _COMMAND_TERMINAL = sorted(COMMAND_TERMINAL_STATES)
 
 class Thread(OwnedModel):
     environment = models.ForeignKey(Environment, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     title = models.CharField(max_length=500, blank=True, default="")
     status = models.CharField(max_length=16, choices=ThreadStatus.choices, default=ThreadStatus.ACTIVE)
     metadata = models.JSONField(default=dict, blank=True)

@@ -24,6 +24,8 @@ from commands.choices import (
     COMMAND_ALLOWED_TRANSITIONS,
     SESSION_START_STATES,
     SESSION_TERMINAL_STATES,
+    THREAD_ALLOWED_TRANSITIONS,
+    THREAD_TERMINAL_STATES,
     CommandStatus,
     CommandType,
     SessionStatus,
@@ -43,10 +45,12 @@ def command_notify_key(session_id) -> str:
 
 
 @transaction.atomic
-def thread_create(*, user, environment=None, title: str = "", metadata: dict | None = None) -> Thread:
-    """Create a thread owned by `user`; `InvalidInput` if its environment was deleted meanwhile."""
-    lock_references(environmentId=environment)
-    return Thread.objects.create(user=user, environment=environment, title=title, metadata=metadata or {})
+def thread_create(*, user, environment=None, project=None, title: str = "", metadata: dict | None = None) -> Thread:
+    """Create a thread owned by `user`; `InvalidInput` if its environment or project was deleted meanwhile."""
+    lock_references(environmentId=environment, projectId=project)
+    return Thread.objects.create(
+        user=user, environment=environment, project=project, title=title, metadata=metadata or {}
+    )
 
 
 # --- local sessions ----------------------------------------------------------------------------------------------
@@ -75,10 +79,13 @@ def local_session_create(
         started_at = timezone.now()
     environment_id = workspace_binding.environment_id if workspace_binding else thread.environment_id
     gone = gone_references(
+        thread=thread,
         deviceId=device,
         workspaceBindingId=workspace_binding,
         environment=Environment(pk=environment_id) if environment_id else None,
     )
+    if "thread" in gone:
+        raise NotFound()
     if "environment" in gone:
         gone.remove("environment")
         environment_id = None  # deleted meanwhile: what its SET NULL would have made of the session
@@ -478,3 +485,45 @@ def local_sessions_reap_lost(
                 status=SessionStatus.FAILED, error=DAEMON_LOST, completed_at=now, paused_at=None, updated_at=now
             )
     return ReapSummary(cutoff, sessions, commands)
+
+
+# --- threads: update and delete ----------------------------------------------------------------------------------
+
+
+def _live_sessions(thread: Thread) -> QuerySet[LocalSession]:
+    return LocalSession.objects.filter(thread=thread).exclude(status__in=SESSION_TERMINAL_STATES)
+
+
+@transaction.atomic
+def thread_update(*, thread: Thread, status: str | None = None, **fields) -> Outcome:
+    """Change a thread's `title`, `metadata`, `project` and, along `THREAD_ALLOWED_TRANSITIONS`, its `status`.
+
+    An illegal move raises `acp.domain.InvalidTransition`; ending a thread that has a live (created or running)
+    local session raises `acp.domain.Conflict`. Values equal to the stored ones write nothing (`changed=False`).
+    """
+    if "project" in fields:
+        lock_references(projectId=fields["project"])  # before the thread: the order a delete of it takes
+    thread = Thread.objects.select_for_update().get(pk=thread.pk)
+    if status is not None and status != thread.status:
+        if status not in THREAD_ALLOWED_TRANSITIONS[thread.status]:
+            raise InvalidTransition(thread, f"A {thread.status} thread cannot become {status}.")
+        if status in THREAD_TERMINAL_STATES and _live_sessions(thread).exists():
+            raise Conflict(thread, f"The thread has a live local session: end it before the thread is {status}.")
+        fields["status"] = status
+    changed = [name for name, value in fields.items() if getattr(thread, name) != value]
+    if not changed:
+        return Outcome(thread, False)
+    for name in changed:
+        setattr(thread, name, fields[name])
+    thread.save(update_fields=[*changed, "updated_at"])
+    return Outcome(thread, True)
+
+
+@transaction.atomic
+def thread_delete(*, thread: Thread) -> None:
+    """Delete a thread with its local sessions and their commands. A thread with a live (created or running)
+    session raises `acp.domain.Conflict`: its daemon is still working for it."""
+    thread = Thread.objects.select_for_update().get(pk=thread.pk)
+    if _live_sessions(thread).exists():
+        raise Conflict(thread, "The thread has a live local session: end it before deleting the thread.")
+    thread.delete()

@@ -113,9 +113,10 @@ def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = No
     payload = payload if payload is not None else {}
     now = now or timezone.now()
     with transaction.atomic():
-        # The machine before the launch (the order a delete of the machine takes them in): the local session
-        # made below refers to it.
-        if gone_references(machine=Device(pk=launch.machine_id)):
+        # The machine and the caller's thread before the launch (the order a delete of either takes them in): the
+        # thread and local session made below refer to them. A thread deleted meanwhile was unset on the launch.
+        user_session = Thread(pk=launch.user_session_id) if launch.user_session_id else None
+        if "machine" in gone_references(machine=Device(pk=launch.machine_id), user_session=user_session):
             raise NotFound()  # the launch went with its machine
         launch = (
             Launch.objects.select_for_update(of=("self",))

@@ -26,13 +26,19 @@ def list_envelope(data, total_count: int, has_more: bool) -> dict:
 
 
 class ListEnvelopePagination(BasePagination):
-    """limit (1–100, default 50) and offset; out-of-range values are a 400, not silently clamped."""
+    """limit (1–100, default 50) and offset; out-of-range values are a 400, not silently clamped.
+
+    A view with `returns_whole_list = True` answers a request without `limit` with every row: its clients (the
+    SDK's `environments.list()`, `projects.list()`) send none and take the answer as the complete list.
+    """
 
     def paginate_queryset(self, queryset, request, view=None):
         self.limit, self.offset = parse_page_params(request.query_params)
         self.total_count = queryset.count()
         if self.offset >= self.total_count:
             return []
+        if "limit" not in request.query_params and getattr(view, "returns_whole_list", False):
+            return list(queryset[self.offset :])
         return list(queryset[self.offset : self.offset + self.limit])
 
     def get_paginated_response(self, data):
@@ -52,13 +58,19 @@ class ListEnvelopePagination(BasePagination):
         }
 
     def get_schema_operation_parameters(self, view):
+        limit_schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+        if getattr(view, "returns_whole_list", False):
+            limit_description = f"Page size, 1–{MAX_LIMIT} (default: the whole list)."
+        else:
+            limit_description = f"Page size, 1–{MAX_LIMIT} (default {DEFAULT_LIMIT})."
+            limit_schema["default"] = DEFAULT_LIMIT
         return [
             {
                 "name": "limit",
                 "required": False,
                 "in": "query",
-                "description": f"Page size, 1–{MAX_LIMIT} (default {DEFAULT_LIMIT}).",
-                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                "description": limit_description,
+                "schema": limit_schema,
             },
             {
                 "name": "offset",

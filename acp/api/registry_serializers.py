@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from acp.api.serializers import JSONObjectField
+from acp.api.serializers import JSONObjectField, RejectUnknownFieldsMixin
 from acp.models import Device, Environment, Project
 
 
@@ -12,19 +12,27 @@ class OwnedModelSerializer(serializers.ModelSerializer):
     updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
 
 
-class ProjectSerializer(OwnedModelSerializer):
+class ProjectSerializer(RejectUnknownFieldsMixin, OwnedModelSerializer):
     class Meta:
         model = Project
         fields = ["id", "userId", "name", "createdAt", "updatedAt"]
 
 
-class EnvironmentSerializer(OwnedModelSerializer):
+class EnvironmentSerializer(RejectUnknownFieldsMixin, OwnedModelSerializer):
+    unknown_field_message = "ACP records a remote computer's name only; it does not build or configure computers."
+
+    isDefault = serializers.BooleanField(
+        source="is_default",
+        required=False,
+        help_text="The user's default environment (one per user; the first one created becomes it).",
+    )
+
     class Meta:
         model = Environment
-        fields = ["id", "userId", "name", "createdAt", "updatedAt"]
+        fields = ["id", "userId", "name", "isDefault", "createdAt", "updatedAt"]
 
 
-class DeviceSerializer(OwnedModelSerializer):
+class DeviceSerializer(RejectUnknownFieldsMixin, OwnedModelSerializer):
     appVersion = serializers.CharField(source="app_version", max_length=100, required=False, allow_blank=True)
     daemonVersion = serializers.CharField(source="daemon_version", max_length=100, required=False, allow_blank=True)
     capabilities = JSONObjectField(required=False)

@@ -29,6 +29,37 @@ _RATE_LIMIT_HEADERS = {
 }
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
+# The docs group operations by resource, not by URL prefix: (path prefix, tag, one object), the longest prefix first.
+RESOURCES = [
+    ("/v1/workspace-bindings/{bindingId}/push-sessions", "push sessions", "push session"),
+    ("/v1/workspace-bindings/{bindingId}/pull-sessions", "pull sessions", "pull session"),
+    ("/v1/workspace-bindings", "bindings", "workspace binding"),
+    ("/v1/threads/{threadId}/local-sessions/{localSessionId}/control", "control commands", "control command"),
+    ("/v1/threads/{threadId}/local-sessions", "local sessions", "local session"),
+    ("/v1/threads", "threads", "thread"),
+    ("/v1/devices", "devices", "device"),
+    ("/v1/projects", "projects", "project"),
+    ("/v1/environments", "environments", "environment"),
+    ("/api/v1/workspaces/{workspace_id}/sessions", "launches", "launch"),
+    ("/api/v1/workspaces", "workspaces", "workspace"),
+    ("/api/v1/machines", "machines", "machine"),
+]
+_SUMMARIES = {
+    "list": "List {plural}",
+    "create": "Create {a} {one}",
+    "retrieve": "Get {a} {one}",
+    "partial_update": "Update {a} {one}",
+    "destroy": "Delete {a} {one}",
+}
+
+
+def resource_of(path: str) -> tuple[str, str] | None:
+    """(tag, one object) of the resource an API path belongs to."""
+    for prefix, tag, one in RESOURCES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return tag, one
+    return None
+
 
 def envelope_serializer(key: str, serializer_class) -> type:
     """A serializer class `{key: <serializer_class>}`, one per pair, for the `/v1` single-object wrapper."""
@@ -51,6 +82,20 @@ class AcpAutoSchema(AutoSchema):
     def _is_idempotent(self) -> bool:
         action = getattr(self.view, "action", None) or self.method.lower()
         return getattr(getattr(self.view, action, None), "idempotent", False)
+
+    def get_tags(self):
+        resource = resource_of(self.path)
+        return [resource[0]] if resource else super().get_tags()
+
+    def get_summary(self):
+        summary = super().get_summary()
+        resource = resource_of(self.path)
+        action = getattr(self.view, "action", None)
+        if summary or resource is None or action not in _SUMMARIES:
+            return summary
+        _, one = resource
+        plural = one + ("es" if one.endswith("ch") else "s")
+        return _SUMMARIES[action].format(plural=plural, one=one, a="an" if one[0] in "aeiou" else "a")
 
     def get_response_serializers(self):
         serializer = super().get_response_serializers()

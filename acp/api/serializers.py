@@ -55,3 +55,20 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class RejectUnknownFieldsMixin:
+    """A body field this serializer does not know is refused (400 naming it), not silently dropped: a client
+    that sends it expects it to be acted on. `unknown_field_message` says why ACP has no such field."""
+
+    unknown_field_message = "ACP does not support this field."
+    unknown_field_messages: dict[str, str] = {}
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: [self.unknown_field_messages.get(name, self.unknown_field_message)] for name in unknown}
+                )
+        return super().to_internal_value(data)

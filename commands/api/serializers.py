@@ -3,8 +3,8 @@
 from rest_framework import serializers
 
 from acp.api.registry_serializers import OwnedModelSerializer
-from acp.api.serializers import JSONObjectField, OwnedPrimaryKeyRelatedField
-from acp.models import Device, Environment
+from acp.api.serializers import JSONObjectField, OwnedPrimaryKeyRelatedField, RejectUnknownFieldsMixin
+from acp.models import Device, Environment, Project
 from bindings.models import WorkspaceBinding
 from commands.choices import SESSION_TERMINAL_STATES, CommandStatus, CommandType, SessionStatus
 from commands.models import ControlCommand, LocalSession, Thread
@@ -14,9 +14,22 @@ def _uuid(source: str, **kwargs):
     return serializers.UUIDField(source=source, read_only=True, format="hex_verbose", **kwargs)
 
 
-class ThreadSerializer(OwnedModelSerializer):
+NOT_AN_AGENT_RUNNER = (
+    "ACP does not run cloud agents, so a thread cannot be created or changed with work to run: create the thread,"
+    " then launch an agent on a machine (POST /api/v1/workspaces/{workspace_id}/sessions)."
+)
+
+
+class ThreadSerializer(RejectUnknownFieldsMixin, OwnedModelSerializer):
+    """A thread; on create, a field ACP cannot act on (`content`, `messages`, `task`, `agentId`, …) is refused."""
+
+    unknown_field_message = NOT_AN_AGENT_RUNNER
+
     environmentId = OwnedPrimaryKeyRelatedField(
         source="environment", queryset=Environment.objects.all(), required=False, allow_null=True
+    )
+    projectId = OwnedPrimaryKeyRelatedField(
+        source="project", queryset=Project.objects.all(), required=False, allow_null=True
     )
     title = serializers.CharField(max_length=500, required=False, allow_blank=True)
     status = serializers.ChoiceField(choices=Thread._meta.get_field("status").choices, read_only=True)
@@ -24,7 +37,33 @@ class ThreadSerializer(OwnedModelSerializer):
 
     class Meta:
         model = Thread
-        fields = ["id", "userId", "environmentId", "title", "status", "metadata", "createdAt", "updatedAt"]
+        fields = [
+            "id",
+            "userId",
+            "environmentId",
+            "projectId",
+            "title",
+            "status",
+            "metadata",
+            "createdAt",
+            "updatedAt",
+        ]
+
+
+class ThreadUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    unknown_field_message = NOT_AN_AGENT_RUNNER
+    unknown_field_messages = {"environmentId": "A thread's environment is set when it is created."}
+
+    title = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    metadata = JSONObjectField(required=False)
+    status = serializers.ChoiceField(
+        choices=Thread._meta.get_field("status").choices,
+        required=False,
+        help_text="active ↔ running, or ended (completed, failed, cancelled: final, and not while a session runs).",
+    )
+    projectId = OwnedPrimaryKeyRelatedField(
+        source="project", queryset=Project.objects.all(), required=False, allow_null=True
+    )
 
 
 class LocalSessionSerializer(OwnedModelSerializer):

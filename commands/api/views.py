@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from acp.api.idempotency import idempotent
 from acp.api.pagination import list_envelope
 from acp.api.permissions import token_device_id
+from acp.api.query_params import refuse_unknown_query_params
 from acp.api.schema import envelope_serializer
 from acp.api.serializers import ErrorSerializer
 from acp.api.viewsets import OwnedViewSetMixin
@@ -27,6 +28,7 @@ from commands.api.serializers import (
     LocalSessionSerializer,
     PollParamsSerializer,
     ThreadSerializer,
+    ThreadUpdateSerializer,
 )
 from commands.filtersets import ControlCommandFilterSet, LocalSessionFilterSet, ThreadFilterSet
 from commands.models import ControlCommand, LocalSession, Thread
@@ -38,6 +40,9 @@ ThreadEnvelope = envelope_serializer("thread", ThreadSerializer)
 CONFLICT_SESSION = OpenApiResponse(ErrorSerializer, "The session has ended, or is (not) paused; `details.session`.")
 SESSION_TRANSITION_CONFLICT = OpenApiResponse(
     ErrorSerializer, "`state_transition_conflict`: the session already ended otherwise; `details.session`."
+)
+THREAD_CONFLICT = OpenApiResponse(
+    ErrorSerializer, "A move the thread's status does not allow, or a live local session; `details.thread`."
 )
 COMMAND_TRANSITION_CONFLICT = OpenApiResponse(
     ErrorSerializer, "`state_transition_conflict`: that move is not allowed; the current command in `details.command`."
@@ -54,6 +59,7 @@ class ThreadViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.GenericVi
     envelope_key = "thread"
     lookup_url_kwarg = "threadId"
     device_token_actions = ("list", "retrieve")
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
         return selectors.threads_visible(user=self.request.user, device_id=token_device_id(self.request))
@@ -65,6 +71,23 @@ class ThreadViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.GenericVi
         serializer.is_valid(raise_exception=True)
         thread = services.thread_create(user=request.user, **serializer.validated_data)
         return Response(self.wrap(self.get_serializer(thread).data), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=ThreadUpdateSerializer,
+        responses={200: ThreadEnvelope, 409: THREAD_CONFLICT},
+        summary="Update a thread (title, metadata, project, status)",
+    )
+    def partial_update(self, request, *args, **kwargs):
+        thread = self.get_object()
+        payload = ThreadUpdateSerializer(data=request.data, context=self.get_serializer_context())
+        payload.is_valid(raise_exception=True)
+        outcome = services.thread_update(thread=thread, **payload.validated_data)
+        return Response(self.wrap(self.get_serializer(outcome.obj).data))
+
+    @extend_schema(responses={204: None, 409: THREAD_CONFLICT}, summary="Delete a thread and its ended sessions")
+    def destroy(self, request, *args, **kwargs):
+        services.thread_delete(thread=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 @extend_schema(tags=["local sessions"])
@@ -229,6 +252,7 @@ class ControlCommandViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.G
         description="With `wait`, waits until a command is pending or `wait` seconds pass.",
     )
     def poll(self, request, *args, **kwargs):
+        refuse_unknown_query_params(request, self, allowed=PollParamsSerializer().fields)
         params = PollParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         limit = params.validated_data["limit"]

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from acp.api.idempotency import idempotent
 from acp.api.pagination import MAX_LIMIT, list_envelope
+from acp.api.query_params import refuse_unknown_query_params
 from acp.api.serializers import ErrorSerializer
 from acp.api.viewsets import OwnedModelViewSet, OwnedViewSetMixin, scope_to_owner
 from acp.models import Device
@@ -145,6 +146,7 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
         responses={200: LaunchQueueSerializer},
     )
     def poll(self, request, *args, **kwargs):
+        refuse_unknown_query_params(request, self, allowed=LaunchPollParamsSerializer().fields)
         params = LaunchPollParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         limit, wait = params.validated_data["limit"], params.validated_data["wait"]

@@ -26,7 +26,7 @@ from acp.api.errors import exception_handler
 from acp.models import Device, Environment, Project
 from bindings.api.views import WorkspaceBindingViewSet
 from bindings.models import SyncSession, WorkspaceBinding
-from commands.models import LocalSession, Thread
+from commands.models import ControlCommand, LocalSession, Thread
 from sessions.choices import LaunchStatus
 from sessions.models import Launch, Workspace
 from tests.conftest import make_client, make_token, make_user
@@ -37,8 +37,8 @@ TRIES = 3
 ACP_APPS = ("acp", "bindings", "acp_sessions", "commands")
 
 
-def deletable_models() -> dict[type[models.Model], str]:
-    """{model: URL name of its detail route} for every API viewset that deletes."""
+def deletable_models() -> dict[type[models.Model], tuple[str, str]]:
+    """{model: (URL name of its detail route, its id's parameter)} for every API viewset that deletes."""
 
     def walk(patterns):
         for pattern in patterns:
@@ -51,7 +51,7 @@ def deletable_models() -> dict[type[models.Model], str]:
     for pattern in walk(get_resolver().url_patterns):
         actions = getattr(pattern.callback, "actions", None) or {}
         if "destroy" in actions.values():
-            found[pattern.callback.cls.queryset.model] = pattern.name
+            found[pattern.callback.cls.queryset.model] = (pattern.name, next(iter(pattern.pattern.converters)))
     return found
 
 
@@ -164,6 +164,8 @@ def local_session_create(key_or_thread_env):
             body = {"deviceId": str(target.pk)}
         elif key_or_thread_env == "workspaceBindingId":
             body["workspaceBindingId"] = str(target.pk)
+        elif key_or_thread_env == "thread":
+            thread = target
         else:  # the session's environment is copied from its thread's
             thread = Thread.objects.create(user=world.user, environment=target)
         return Write("post", f"/v1/threads/{thread.pk}/local-sessions", body)
@@ -173,16 +175,46 @@ def local_session_create(key_or_thread_env):
 
 def launch_ack(world, target):
     """The daemon's "ok" creates the local session on the launch's machine."""
+    return _ack(world, machine=target, written_key="local_session_id")
+
+
+def launch_ack_in_thread(world, target):
+    """The daemon's "ok" to a launch in the caller's thread (`user_session`) makes it the launch's thread."""
+    return _ack(world, machine=world.device, user_session=target)
+
+
+def _ack(world, *, machine, written_key=None, **fields):
     launch = Launch.objects.create(
         user=world.user,
         workspace=world.workspace,
-        machine=target,
+        machine=machine,
         status=LaunchStatus.PENDING,
         expires_at=timezone.now() + timedelta(minutes=1),
+        **fields,
     )
-    path = f"/api/v1/machines/{target.pk}/launches/{launch.pk}/ack"
-    token = make_token(world.user, device=target)
-    return Write("post", path, {"status": "ok", "payload": {}}, token=token, written_key="local_session_id")
+    path = f"/api/v1/machines/{machine.pk}/launches/{launch.pk}/ack"
+    token = make_token(world.user, device=machine)
+    return Write("post", path, {"status": "ok", "payload": {}}, token=token, written_key=written_key)
+
+
+def thread_create_in_project(world, target):
+    return Write("post", "/v1/threads", {"projectId": str(target.pk)})
+
+
+def thread_patch(world, target):
+    return Write("patch", f"/v1/threads/{world.thread.pk}", {"projectId": str(target.pk)}, world.thread.pk)
+
+
+def launch_resuming(world, target):
+    path = f"/api/v1/workspaces/{world.workspace.pk}/sessions"
+    return Write("post", path, {"machine_id": str(world.device.pk), "user_session_id": str(target.pk)})
+
+
+def command_in(world, target):
+    """A thread with a live session cannot be deleted (409), so this pair never races: it shows that it does not."""
+    session = LocalSession.objects.create(user=world.user, thread=target, device=world.device)
+    path = f"/v1/threads/{target.pk}/local-sessions/{session.pk}/control"
+    return Write("post", path, {"commandType": "message", "payload": {"text": "hi"}})
 
 
 WRITERS = {
@@ -198,6 +230,11 @@ WRITERS = {
     (Launch, "workspace"): [launch_in],
     (Launch, "machine"): [launch_on],
     (Thread, "environment"): [thread_create],
+    (Thread, "project"): [thread_create_in_project, thread_patch],
+    (Launch, "user_session"): [launch_resuming],
+    (Launch, "thread"): [launch_ack_in_thread],
+    (LocalSession, "thread"): [local_session_create("thread")],
+    (ControlCommand, "thread"): [command_in],
     (LocalSession, "device"): [local_session_create("deviceId"), launch_ack],
     (LocalSession, "workspace_binding"): [local_session_create("workspaceBindingId")],
     (LocalSession, "environment"): [local_session_create("thread environment")],
@@ -222,6 +259,8 @@ def make_target(model, world):
         return Device.objects.create(user=world.user, name="target")
     if model is WorkspaceBinding:
         return binding_for(world)
+    if model is Thread:
+        return Thread.objects.create(user=world.user, title="target")
     if model is Workspace:
         return Workspace.objects.create(user=world.user, name="target", default_machine=world.device)
     return model.objects.create(user=world.user, name="target")
@@ -303,8 +342,9 @@ def assert_answer_matches_store(model, write, fk, target, write_status, write_bo
     row = model.objects.filter(pk=row_id).first()
     if not deleted:
         assert row is not None and getattr(row, fk.attname) == target.pk
-    elif row is not None:  # the write came first and the delete then applied to it
-        assert fk.remote_field.on_delete is models.SET_NULL and getattr(row, fk.attname) is None
+    elif row is not None:  # the write came first and the delete then unset it (or the write saw it gone and did
+        # without it: an acknowledgement whose thread was deleted makes a new one)
+        assert fk.remote_field.on_delete is models.SET_NULL and getattr(row, fk.attname) != target.pk
 
 
 PAIRS = [
@@ -321,7 +361,8 @@ def test_a_write_racing_a_delete_of_what_it_refers_to_is_answered(model, fk_name
     for _ in range(TRIES):
         target = make_target(fk.related_model, world)
         write = writer(world, target)
-        delete_path = reverse(DELETABLE[fk.related_model], kwargs={"pk": target.pk})
+        route, parameter = DELETABLE[fk.related_model]
+        delete_path = reverse(route, kwargs={parameter: target.pk})
         (write_status, write_body), (delete_status, delete_body) = run_together(
             lambda write=write: request(write.token or world.token, write.method, write.path, write.body),
             lambda path=delete_path: request(world.token, "delete", path),

@@ -53,7 +53,8 @@ def test_other_users_object_is_the_same_404_as_a_missing_one(api, other_user, ur
     theirs = model.objects.create(user=other_user, name="theirs")
     missing = api.get(f"{url}/{uuid.uuid4()}")
     for method in ("get", "patch", "delete"):
-        response = getattr(api, method)(f"{url}/{theirs.id}", {"name": "x"}, format="json")
+        body = {"name": "x"} if method != "get" else None  # on a GET it would be a query string (unknown: 400)
+        response = getattr(api, method)(f"{url}/{theirs.id}", body, format="json")
         assert response.status_code == 404
         assert response.json() == missing.json() == {"error": "Not found.", "code": "not_found", "details": {}}
     assert model.objects.get(pk=theirs.pk).name == "theirs"

@@ -159,7 +159,8 @@ def test_bad_values_are_400_naming_the_field(api, device, environment, field, va
 def test_someone_elses_binding_is_the_same_404_as_a_missing_one(api, other_binding):
     missing = api.get(f"/v1/workspace-bindings/{uuid.uuid4()}").json()
     for method in ("get", "patch", "delete"):
-        response = getattr(api, method)(f"/v1/workspace-bindings/{other_binding.id}", {"name": "x"}, format="json")
+        body = {"name": "x"} if method != "get" else None  # on a GET it would be a query string (unknown: 400)
+        response = getattr(api, method)(f"/v1/workspace-bindings/{other_binding.id}", body, format="json")
         assert response.status_code == 404 and response.json() == missing
     other_binding.refresh_from_db()
     assert other_binding.name == ""

@@ -15,7 +15,7 @@ from tests.conftest import make_client, make_token
 
 pytestmark = pytest.mark.django_db
 
-THREAD_KEYS = {"id", "userId", "environmentId", "title", "status", "metadata", "createdAt", "updatedAt"}
+THREAD_KEYS = {"id", "userId", "environmentId", "projectId", "title", "status", "metadata", "createdAt", "updatedAt"}
 SESSION_KEYS = {
     "id",
     "threadId",
@@ -98,11 +98,6 @@ def test_other_users_thread_is_404(api, other_api, thread):
     assert other_api.get(sessions_url(thread.id)).status_code == 404
     assert api.get(f"/v1/threads/{uuid.uuid4()}").status_code == 404
     assert api.get("/v1/threads/not-a-uuid").status_code == 404
-
-
-def test_threads_have_no_patch_or_delete(api, thread):
-    assert api.patch(f"/v1/threads/{thread.id}", {"title": "x"}, format="json").status_code == 405
-    assert api.delete(f"/v1/threads/{thread.id}").status_code == 405
 
 
 def test_device_token_reads_only_threads_with_sessions_on_its_device(device_api, user, device, thread):

@@ -80,7 +80,8 @@ def test_patch_to_someone_elses_machine_is_400_and_changes_nothing(api, workspac
 def test_another_users_workspace_is_the_same_404_as_a_missing_one(api, other_workspace):
     missing = api.get(f"/api/v1/workspaces/{uuid.uuid4()}")
     for method in ("get", "patch", "delete"):
-        response = getattr(api, method)(f"/api/v1/workspaces/{other_workspace.id}", {"name": "x"}, format="json")
+        body = {"name": "x"} if method != "get" else None  # on a GET it would be a query string (unknown: 400)
+        response = getattr(api, method)(f"/api/v1/workspaces/{other_workspace.id}", body, format="json")
         assert response.status_code == 404
         assert response.json() == missing.json() == {"error": "Not found.", "code": "not_found", "details": {}}
     assert api.get("/api/v1/workspaces").json()["total_count"] == 0
