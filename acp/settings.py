@@ -267,6 +267,7 @@ SPECTACULAR_SETTINGS = {
         "SyncSessionStatusEnum": "bindings.choices.SyncSessionStatus",
         "LaunchStatusEnum": "sessions.choices.LaunchStatus",
         "LaunchAckStatusEnum": "sessions.choices.AckStatus",
+        "ThreadStatusEnum": "commands.choices.ThreadStatus",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},

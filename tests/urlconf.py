@@ -6,7 +6,8 @@ API_PREFIXES = ("v1/", "api/v1/")
 
 
 def api_patterns():
-    """(route, callback) for every URL pattern under the two API families."""
+    """(route, callback) for every DRF-served URL pattern under the two API families (plain Django views, such as
+    the health checks, are left out: they have no view class to inspect)."""
 
     def walk(patterns, prefix=""):
         for pattern in patterns:
@@ -16,7 +17,7 @@ def api_patterns():
                 yield prefix + str(pattern.pattern), pattern.callback
 
     for route, callback in walk(get_resolver().url_patterns):
-        if route.startswith(API_PREFIXES):
+        if route.startswith(API_PREFIXES) and hasattr(callback, "cls"):
             yield route, callback
 
 

@@ -12,6 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from acp import services
+from acp.api.idempotency import idempotent
 from acp.api.query_params import refuse_unknown_query_params
 from acp.api.registry_serializers import (
     DeviceHeartbeatSerializer,
@@ -46,6 +47,7 @@ class EnvironmentViewSet(OwnedModelViewSet):
     envelope_key = "environment"
     returns_whole_list = True
 
+    @idempotent
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -1,28 +1,18 @@
 """Every GET endpoint of both API families, found in the URL conf, refuses a query parameter it does not know."""
 
 import pytest
-from django.urls import URLResolver, get_resolver
 
 from tests.conftest import make_client, make_token
 from tests.factories import build_world
-from tests.test_isolation_matrix import API_PREFIXES, path_for
+from tests.test_isolation_matrix import path_for
+from tests.urlconf import api_patterns, route_methods
 
 pytestmark = pytest.mark.django_db
 
 
 def get_routes():
-    def walk(patterns, prefix=""):
-        for pattern in patterns:
-            if isinstance(pattern, URLResolver):
-                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
-            else:
-                yield prefix + str(pattern.pattern), pattern.callback
-
-    for route, callback in walk(get_resolver().url_patterns):
-        if not route.startswith(API_PREFIXES) or not hasattr(callback, "cls"):
-            continue
-        actions = getattr(callback, "actions", None) or {}
-        if "get" in actions or (not actions and "get" in callback.cls.http_method_names):
+    for route, callback in api_patterns():
+        if "get" in route_methods(callback):
             yield pytest.param(route, callback.cls, id=f"GET /{route}")
 
 
