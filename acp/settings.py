@@ -1,6 +1,7 @@
 """ACP settings, read from the environment (see README, "Configuration")."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -54,6 +55,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "acp",
     "bindings",
     "sessions.apps.AcpSessionsConfig",
@@ -81,7 +83,28 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "acp.api.middleware.ApiNotFoundMiddleware",
+    # Turns a locked-out admin sign-in into the lockout page (django-axes; async-capable, so no thread hop).
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Failed sign-ins to the support console are counted per username and per client address by django-axes
+# (in the database, so every server process agrees); its backend refuses a locked-out login before Django's own
+# checks the password. API tokens never go through authenticate(), so they are not counted.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("ACP_ADMIN_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("ACP_ADMIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_TEMPLATE = "admin/lockout.html"
+AXES_RESET_ON_SUCCESS = True
+# Tries during a lockout do not extend it: it ends ACP_ADMIN_LOCKOUT_MINUTES after the failure that caused it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "acp.admin_site.client_ip"
+# Proxies in front of the server that append to X-Forwarded-For (0: use the connection's address; the header is
+# ignored, since a client can write anything in it).
+ACP_PROXY_COUNT = env_int("ACP_PROXY_COUNT", 0)
 
 ROOT_URLCONF = "acp.urls"
 WSGI_APPLICATION = "acp.wsgi.application"
@@ -185,6 +208,9 @@ LOGGING = {
 ACP_DEVICE_OFFLINE_AFTER = env_int("ACP_DEVICE_OFFLINE_AFTER", 90)  # seconds without a heartbeat
 ACP_MAX_PLAN_BYTES = env_int("ACP_MAX_PLAN_BYTES", 1024 * 1024)
 ACP_MAX_BODY_BYTES = env_int("ACP_MAX_BODY_BYTES", 2 * 1024 * 1024)
+ACP_MAX_JSON_DEPTH = env_int("ACP_MAX_JSON_DEPTH", 100)  # levels of nesting of a JSON request body
+ACP_BODY_READ_TIMEOUT = env_float("ACP_BODY_READ_TIMEOUT", 30.0)  # seconds for a whole request body to arrive
+ACP_MAX_HEADER_BYTES = env_int("ACP_MAX_HEADER_BYTES", 16 * 1024)  # as uvicorn's h11 for a block still arriving
 ACP_LAUNCH_ACK_TIMEOUT = env_float("ACP_LAUNCH_ACK_TIMEOUT", 10.0)  # seconds
 ACP_COMMAND_TTL = os.environ.get("ACP_COMMAND_TTL", "1h")  # a duration: 30s, 15m, 2h, 30d
 ACP_RETENTION_DAYS = env_int("ACP_RETENTION_DAYS", 30)

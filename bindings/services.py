@@ -6,16 +6,31 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from acp.domain import Conflict, InvalidTransition, NotFound, Outcome
+from acp.references import lock_references, lock_row
 from acp.serving import optimised, rawsql
 from bindings.choices import ALLOWED_TRANSITIONS, SyncDirection, SyncSessionStatus
 from bindings.models import ONE_PREPARED_CONSTRAINT, SyncSession, WorkspaceBinding
 
+# The request fields that name the binding's references (for a refusal that says which one went away).
+_REFERENCE_FIELDS = {"device": "deviceId", "environment": "environmentId", "project": "projectId"}
 
+
+def _lock_references(fields: dict) -> None:
+    lock_references(**{api: fields[name] for name, api in _REFERENCE_FIELDS.items() if name in fields})
+
+
+@transaction.atomic
 def binding_create(*, user, **fields) -> WorkspaceBinding:
+    """Create a binding; `InvalidInput` naming the field if its device, environment or project was deleted."""
+    _lock_references(fields)
     return WorkspaceBinding.objects.create(user=user, **fields)
 
 
+@transaction.atomic
 def binding_update(*, binding: WorkspaceBinding, **fields) -> WorkspaceBinding:
+    """Change a binding; `InvalidInput` for a reference deleted meanwhile, `NotFound` if the binding was."""
+    _lock_references(fields)
+    lock_row(binding)
     for name, value in fields.items():
         setattr(binding, name, value)
     binding.save(update_fields=[*fields, "updated_at"])
@@ -99,13 +114,17 @@ def _prepare(*, user, binding_id, direction, plan_signature, plan, metadata, dev
 def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
     """The caller's binding (of `device_id` only, if given), locked until the transaction ends.
 
-    FOR NO KEY UPDATE serialises prepares of one binding without blocking inserts that reference it.
+    FOR NO KEY UPDATE serialises prepares of one binding without blocking inserts that reference it. Its device,
+    environment and project are locked first (FOR KEY SHARE, while the row is read): the new session refers to
+    them, and a delete of one of them locks it before the binding (acp/references.py); were they left to the
+    commit's own foreign-key check, which takes them last, the two could deadlock.
     """
     criteria = {"id": binding_id, "user": user_id}
     if device_id is not None:
         criteria["device"] = device_id
     if not optimised():
-        return WorkspaceBinding.objects.select_for_update(no_key=True).filter(**criteria).first()
+        bindings = WorkspaceBinding.objects.select_for_update(no_key=True).filter(**criteria)
+        return bindings.extra(where=_references_locked()).first()  # fixed SQL (no input): the ORM has no FOR KEY SHARE
     db = rawsql.database()
     params = [rawsql.db_value(db, WorkspaceBinding, name, value) for name, value in criteria.items()]
     found = rawsql.fetch_one(db, (WorkspaceBinding,), _lock_binding_sql(db.vendor, tuple(criteria)), params)
@@ -117,7 +136,29 @@ def _lock_binding_sql(vendor: str, criteria: tuple[str, ...]) -> str:
     table = rawsql.quote(WorkspaceBinding._meta.db_table)
     where = " AND ".join(f"{rawsql.column(WorkspaceBinding, name)} = %s" for name in criteria)
     lock = " FOR NO KEY UPDATE" if rawsql.database().features.has_select_for_no_key_update else ""
+    where = " AND ".join([where, *_references_locked()])
     return f"SELECT {rawsql.columns(WorkspaceBinding)} FROM {table} WHERE {where}{lock}"
+
+
+@functools.cache
+def _references_locked() -> tuple[str, ...]:
+    """Conditions that hold while the binding's device, environment and project exist, and lock each of those
+    rows FOR KEY SHARE (on PostgreSQL; nothing elsewhere)."""
+    db = rawsql.database()
+    if db.vendor != "postgresql":
+        return ()
+    table = rawsql.quote(WorkspaceBinding._meta.db_table)
+    conditions = []
+    for name in ("device", "environment", "project"):
+        field = WorkspaceBinding._meta.get_field(name)
+        target = field.related_model._meta
+        column = f"{table}.{rawsql.quote(field.column)}"
+        probe = (
+            f"EXISTS (SELECT 1 FROM {rawsql.quote(target.db_table)} AS r"
+            f" WHERE r.{rawsql.quote(target.pk.column)} = {column} FOR KEY SHARE)"
+        )
+        conditions.append(f"({column} IS NULL OR {probe})" if field.null else probe)
+    return tuple(conditions)
 
 
 _SUPERSEDE_UNLESS_SIGNED = """

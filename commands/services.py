@@ -17,7 +17,9 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from acp.domain import Conflict, InvalidInput, InvalidTransition, NotFound, Outcome
+from acp.models import Environment
 from acp.realtime import notify
+from acp.references import gone_references, lock_references
 from commands.choices import (
     COMMAND_ALLOWED_TRANSITIONS,
     SESSION_START_STATES,
@@ -44,7 +46,8 @@ def command_notify_key(session_id) -> str:
 
 @transaction.atomic
 def thread_create(*, user, environment=None, project=None, title: str = "", metadata: dict | None = None) -> Thread:
-    """Create a thread owned by `user`."""
+    """Create a thread owned by `user`; `InvalidInput` if its environment or project was deleted meanwhile."""
+    lock_references(environmentId=environment, projectId=project)
     return Thread.objects.create(
         user=user, environment=environment, project=project, title=title, metadata=metadata or {}
     )
@@ -75,6 +78,19 @@ def local_session_create(
     if status == SessionStatus.RUNNING and started_at is None:
         started_at = timezone.now()
     environment_id = workspace_binding.environment_id if workspace_binding else thread.environment_id
+    gone = gone_references(
+        thread=thread,
+        deviceId=device,
+        workspaceBindingId=workspace_binding,
+        environment=Environment(pk=environment_id) if environment_id else None,
+    )
+    if "thread" in gone:
+        raise NotFound()
+    if "environment" in gone:
+        gone.remove("environment")
+        environment_id = None  # deleted meanwhile: what its SET NULL would have made of the session
+    if gone:
+        raise InvalidInput({name: "The object was deleted." for name in gone})
     return LocalSession.objects.create(
         user=user,
         thread=thread,
@@ -485,6 +501,8 @@ def thread_update(*, thread: Thread, status: str | None = None, **fields) -> Out
     An illegal move raises `acp.domain.InvalidTransition`; ending a thread that has a live (created or running)
     local session raises `acp.domain.Conflict`. Values equal to the stored ones write nothing (`changed=False`).
     """
+    if "project" in fields:
+        lock_references(projectId=fields["project"])  # before the thread: the order a delete of it takes
     thread = Thread.objects.select_for_update().get(pk=thread.pk)
     if status is not None and status != thread.status:
         if status not in THREAD_ALLOWED_TRANSITIONS[thread.status]:

@@ -15,12 +15,38 @@ from django.db import transaction
 from django.utils import timezone
 
 from acp import realtime
-from acp.domain import Conflict, Outcome
+from acp.domain import Conflict, InvalidInput, NotFound, Outcome
+from acp.models import Device
+from acp.references import gone_references, lock_references, lock_row
 from commands.choices import SessionStatus
 from commands.models import Thread
 from commands.services import local_session_create, thread_create
 from sessions.choices import AckStatus, LaunchErrorCode, LaunchStatus
 from sessions.models import Launch, Workspace
+
+_WORKSPACE_REFERENCES = {"project": "project_id", "default_machine": "default_machine_id"}
+
+
+def _lock_workspace_references(fields: dict) -> None:
+    lock_references(**{api: fields[name] for name, api in _WORKSPACE_REFERENCES.items() if name in fields})
+
+
+@transaction.atomic
+def workspace_create(*, user, **fields) -> Workspace:
+    """Create a workspace; `InvalidInput` naming the field if its project or default machine was deleted."""
+    _lock_workspace_references(fields)
+    return Workspace.objects.create(user=user, **fields)
+
+
+@transaction.atomic
+def workspace_update(*, workspace: Workspace, **fields) -> Workspace:
+    """Change a workspace; `InvalidInput` for a reference deleted meanwhile, `NotFound` if the workspace was."""
+    _lock_workspace_references(fields)
+    lock_row(workspace)
+    for name, value in fields.items():
+        setattr(workspace, name, value)
+    workspace.save(update_fields=[*fields, "updated_at"])
+    return workspace
 
 
 def machine_launches_key(machine_id) -> str:
@@ -49,6 +75,11 @@ def launch_create(
     """Record a launch. An online machine's launch is `pending` and its daemon is woken when this commits;
     an offline machine's launch is recorded `failed` (`machine_offline`) and offered to nobody."""
     now = now or timezone.now()
+    gone = gone_references(workspace=workspace, machine_id=machine, user_session_id=user_session)
+    if "workspace" in gone:
+        raise NotFound()
+    if gone:
+        raise InvalidInput({name: "The object was deleted." for name in gone})
     online = machine.is_online(now)
     launch = Launch.objects.create(
         user=user,
@@ -82,6 +113,11 @@ def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = No
     payload = payload if payload is not None else {}
     now = now or timezone.now()
     with transaction.atomic():
+        # The machine and the caller's thread before the launch (the order a delete of either takes them in): the
+        # thread and local session made below refer to them. A thread deleted meanwhile was unset on the launch.
+        user_session = Thread(pk=launch.user_session_id) if launch.user_session_id else None
+        if "machine" in gone_references(machine=Device(pk=launch.machine_id), user_session=user_session):
+            raise NotFound()  # the launch went with its machine
         launch = (
             Launch.objects.select_for_update(of=("self",))
             .select_related("user", "workspace", "machine", "user_session")

@@ -1,16 +1,19 @@
 """One error shape for both API families: {"error": str, "code": str, "details": {}}."""
 
 import logging
+import re
 import sys
 
+from django.apps import apps
 from django.core.exceptions import PermissionDenied
-from django.db import InterfaceError, OperationalError
+from django.db import IntegrityError, InterfaceError, OperationalError
+from django.db.models import ProtectedError, RestrictedError
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from acp import domain
+from acp import domain, references
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +119,13 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, ProtectedError | RestrictedError):
+        exc = ApiError("Other objects still refer to this one.", code="conflict", status_code=409)
+    elif references.is_foreign_key_violation(exc):
+        exc = foreign_key_conflict(exc, context.get("view"))
+    elif references.is_deadlock(exc):  # an OperationalError, but the database is up: tell the client to retry
+        exc = ApiError("Another request changed the same rows at the same time; try again.", code="conflict",
+                       status_code=409)
     elif is_database_outage(exc):
         logger.warning("database unavailable: %s", exc)
         exc = ServiceUnavailable()
@@ -133,6 +143,39 @@ def exception_handler(exc, context):
     else:
         body = _drf_error_body(exc)
     return Response(body, status=exc.status_code, headers=headers)
+
+
+_FK_MISSING = re.compile(r"Key \((?P<column>\w+)\)=\(.*\) is not present in table")
+
+
+def foreign_key_conflict(exc: IntegrityError, view=None) -> ApiError:
+    """A write and a delete crossed (the backstop behind `acp.references`): 409, naming the request's field
+    whose row went away when the database says which."""
+    diag = getattr(exc.__cause__, "diag", None)
+    match = _FK_MISSING.search(getattr(diag, "message_detail", None) or "")
+    if match is None:
+        return ApiError("Another request changed what this one refers to; try again.", code="conflict", status_code=409)
+    field = _api_field_name(diag.table_name, match["column"], view)
+    return ApiError(
+        f"{field} refers to an object that was deleted meanwhile.",
+        code="conflict",
+        details={field: ["The object was deleted while this request ran."]},
+        status_code=409,
+    )
+
+
+def _api_field_name(table: str, column: str, view) -> str:
+    """The request field behind `table.column`: the view's serializer field with that source, else the model's."""
+    model = next((m for m in apps.get_models() if m._meta.db_table == table), None)
+    field = next((f for f in model._meta.concrete_fields if f.column == column), None) if model else None
+    if field is None:
+        return column
+    serializer_class = getattr(view, "serializer_class", None)
+    if serializer_class is not None:
+        for name, serializer_field in serializer_class().fields.items():
+            if serializer_field.source in (field.name, field.attname):
+                return name
+    return field.name
 
 
 def _drf_error_body(exc: exceptions.APIException) -> dict:

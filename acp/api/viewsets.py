@@ -5,6 +5,7 @@ from rest_framework.response import Response
 
 from acp.api.idempotency import idempotent
 from acp.api.permissions import token_device_id
+from acp.references import delete_locked
 
 
 def scope_to_owner(queryset, request, *, owner_field="user", device_field=None):
@@ -79,5 +80,5 @@ class OwnedModelViewSet(
         return Response(self.wrap(serializer.data))
 
     def destroy(self, request, *args, **kwargs):
-        self.get_object().delete()
+        delete_locked(self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)

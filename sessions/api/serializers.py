@@ -6,6 +6,7 @@ from rest_framework import serializers
 from acp.api.serializers import JSONObjectField, OwnedPrimaryKeyRelatedField, StrictCharField
 from acp.models import Device, Project
 from commands.models import Thread
+from sessions import services
 from sessions.choices import AckStatus, CodeMode, LaunchStatus, Thinking
 from sessions.models import Launch, Workspace
 
@@ -27,6 +28,12 @@ class WorkspaceSerializer(serializers.ModelSerializer):
         model = Workspace
         fields = ["id", "name", "project_id", "default_machine_id", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
+
+    def create(self, validated_data):
+        return services.workspace_create(**validated_data)
+
+    def update(self, instance, validated_data):
+        return services.workspace_update(workspace=instance, **validated_data)
 
 
 # --- session_settings: the known parts are validated, anything else is kept as sent -----------------

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from acp.models import Project
+from bindings.models import WorkspaceBinding
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +29,29 @@ def test_malformed_json_is_400(api):
 def test_non_object_json_is_400(api, payload):
     response = api.generic("POST", "/v1/projects", payload, content_type="application/json")
     assert_error(response, 400, "invalid_request")
+
+
+@pytest.fixture
+def binding(user, device, environment):
+    return WorkspaceBinding.objects.create(user=user, device=device, environment=environment, local_path="/src")
+
+
+def nested(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize("depth", [101, 900, 10_000])
+def test_json_nested_too_deep_is_400(api, binding, depth):
+    # 900 levels parse, but would exceed the recursion limit when encoded again for the database
+    body = f'{{"planSignature": "s", "plan": {nested(depth)}}}'
+    response = api.generic("POST", f"/v1/workspace-bindings/{binding.pk}/push-sessions", body, "application/json")
+    assert_error(response, 400, "invalid_request")
+
+
+def test_json_nested_up_to_the_limit_is_accepted(api, binding):
+    body = f'{{"planSignature": "s", "plan": {nested(99)}}}'  # the body object is the 100th level
+    response = api.generic("POST", f"/v1/workspace-bindings/{binding.pk}/push-sessions", body, "application/json")
+    assert response.status_code == 201, response.content
 
 
 def test_wrong_type_is_400_with_field_details(api):

@@ -51,6 +51,28 @@ def test_admin_sign_in_and_out_keep_their_session_and_csrf_under_asgi(processes)
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_admin_lockout_page_is_served_under_asgi(processes):
+    make_user("support", password="a-long-passphrase", is_staff=True)
+    server = processes.start_server(
+        "acp-asgi-lockout", ACP_ADMIN_LOGIN_FAILURE_LIMIT=3, SESSION_COOKIE_SECURE=0, CSRF_COOKIE_SECURE=0
+    )
+    with httpx.Client(base_url=server.url, follow_redirects=False, timeout=10) as browser:
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', browser.get("/admin/login/").text).group(1)
+
+        def sign_in(password):
+            return browser.post(
+                "/admin/login/?next=/admin/",
+                data={"csrfmiddlewaretoken": csrf, "username": "support", "password": password},
+                headers={"Referer": f"{server.url}/admin/login/"},
+            )
+
+        assert [sign_in("wrong").status_code for _ in range(3)] == [200, 200, 429]
+        locked = sign_in("a-long-passphrase")
+        assert locked.status_code == 429 and "Too many failed sign-ins" in locked.text
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_waiting_long_polls_do_not_starve_other_requests_even_with_one_thread(processes):
     user = make_user("daemons")
     machines = [Device.objects.create(user=user, name=f"m{i}", last_seen_at=timezone.now()) for i in range(20)]
