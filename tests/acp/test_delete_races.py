@@ -240,7 +240,10 @@ WRITERS = {
     (LocalSession, "environment"): [local_session_create("thread environment")],
 }
 NOT_WRITTEN_BY_THE_API = {
-    ("acp", "ApiToken", "device"): "device tokens are minted by `manage.py` commands, not through the API",
+    # The pairing exchange writes both under its own lock of the device (select_for_update, or the device it
+    # creates in the same transaction), and device_delete locks the device first: the two serialise.
+    ("acp", "ApiToken", "device"): "minted by `manage.py create_token`, or by the exchange under the device's lock",
+    ("acp", "PairingToken", "device"): "set by the exchange under the device's lock (see above)",
 }
 
 
