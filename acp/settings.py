@@ -102,6 +102,7 @@ AXES_RESET_ON_SUCCESS = True
 # Tries during a lockout do not extend it: it ends ACP_ADMIN_LOCKOUT_MINUTES after the failure that caused it.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_CLIENT_IP_CALLABLE = "acp.admin_site.client_ip"
+AXES_VERBOSE = False  # its start-up banner would precede the one line `create_token` and `demo_setup` print
 # Proxies in front of the server that append to X-Forwarded-For (0: use the connection's address; the header is
 # ignored, since a client can write anything in it).
 ACP_PROXY_COUNT = env_int("ACP_PROXY_COUNT", 0)

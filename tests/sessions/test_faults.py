@@ -196,7 +196,7 @@ print(json.dumps({"user_token": token_create(user=user).raw, "device_token": tok
 """
 
 
-def test_the_daemon_rides_through_a_database_outage(processes, own_postgres):
+def test_the_daemon_rides_through_a_database_outage_and_a_server_restart(processes, own_postgres):
     postgres, _ = own_postgres
     seed = json.loads(postgres.manage("shell", "-c", SEED_DAEMON).strip().splitlines()[-1])
     name = "acp-daemon-outage"
@@ -211,6 +211,10 @@ def test_the_daemon_rides_through_a_database_outage(processes, own_postgres):
         time.sleep(max(0.0, 5 - (time.monotonic() - stopped_at)))  # the outage lasts 5 s: its length is the test
     finally:
         postgres.start()
+    server.stop()  # then a deploy: the daemon meets connection errors until the new server is up on the same port
+    server = processes.start_server(
+        f"{name}-2", port=server.port, DATABASE_URL=postgres.url(name), DATABASE_POOL=1, DATABASE_POOL_TIMEOUT=2
+    )
 
     response = httpx.post(
         f"{server.url}/api/v1/workspaces/{seed['workspace_id']}/sessions",
