@@ -48,6 +48,12 @@ def lock_references(**references: Model | None) -> None:
         )
 
 
+def lock_model_fields(fields: dict, request_names: dict[str, str]) -> None:
+    """`lock_references` for the reference fields among a service's `fields` (model field → the request field
+    a refusal names), e.g. `{"project": "projectId"}`."""
+    lock_references(**{request_names[name]: value for name, value in fields.items() if name in request_names})
+
+
 def lock_row(instance: Model) -> None:
     """Lock the row being changed (FOR NO KEY UPDATE); `NotFound` if it was deleted meanwhile, so a save cannot
     quietly update nothing or insert the row again."""

@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from acp.domain import Conflict, InvalidTransition, NotFound, Outcome
-from acp.references import lock_references, lock_row
+from acp.references import lock_model_fields, lock_row
 from acp.serving import optimised, rawsql
 from bindings.choices import ALLOWED_TRANSITIONS, SyncDirection, SyncSessionStatus
 from bindings.models import ONE_PREPARED_CONSTRAINT, SyncSession, WorkspaceBinding
@@ -15,21 +15,17 @@ from bindings.models import ONE_PREPARED_CONSTRAINT, SyncSession, WorkspaceBindi
 _REFERENCE_FIELDS = {"device": "deviceId", "environment": "environmentId", "project": "projectId"}
 
 
-def _lock_references(fields: dict) -> None:
-    lock_references(**{api: fields[name] for name, api in _REFERENCE_FIELDS.items() if name in fields})
-
-
 @transaction.atomic
 def binding_create(*, user, **fields) -> WorkspaceBinding:
     """Create a binding; `InvalidInput` naming the field if its device, environment or project was deleted."""
-    _lock_references(fields)
+    lock_model_fields(fields, _REFERENCE_FIELDS)
     return WorkspaceBinding.objects.create(user=user, **fields)
 
 
 @transaction.atomic
 def binding_update(*, binding: WorkspaceBinding, **fields) -> WorkspaceBinding:
     """Change a binding; `InvalidInput` for a reference deleted meanwhile, `NotFound` if the binding was."""
-    _lock_references(fields)
+    lock_model_fields(fields, _REFERENCE_FIELDS)
     lock_row(binding)
     for name, value in fields.items():
         setattr(binding, name, value)

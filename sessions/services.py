@@ -17,7 +17,7 @@ from django.utils import timezone
 from acp import realtime
 from acp.domain import Conflict, InvalidInput, NotFound, Outcome
 from acp.models import Device
-from acp.references import gone_references, lock_references, lock_row
+from acp.references import gone_references, lock_model_fields, lock_row
 from commands.choices import SessionStatus
 from commands.models import Thread
 from commands.services import local_session_create, thread_create
@@ -27,21 +27,17 @@ from sessions.models import Launch, Workspace
 _WORKSPACE_REFERENCES = {"project": "project_id", "default_machine": "default_machine_id"}
 
 
-def _lock_workspace_references(fields: dict) -> None:
-    lock_references(**{api: fields[name] for name, api in _WORKSPACE_REFERENCES.items() if name in fields})
-
-
 @transaction.atomic
 def workspace_create(*, user, **fields) -> Workspace:
     """Create a workspace; `InvalidInput` naming the field if its project or default machine was deleted."""
-    _lock_workspace_references(fields)
+    lock_model_fields(fields, _WORKSPACE_REFERENCES)
     return Workspace.objects.create(user=user, **fields)
 
 
 @transaction.atomic
 def workspace_update(*, workspace: Workspace, **fields) -> Workspace:
     """Change a workspace; `InvalidInput` for a reference deleted meanwhile, `NotFound` if the workspace was."""
-    _lock_workspace_references(fields)
+    lock_model_fields(fields, _WORKSPACE_REFERENCES)
     lock_row(workspace)
     for name, value in fields.items():
         setattr(workspace, name, value)
