@@ -8,14 +8,18 @@ session raises `acp.domain.NotFound` exactly like a missing one).
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Case, F, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from acp import realtime
 from acp.domain import Conflict, InvalidInput, InvalidTransition, NotFound, Outcome
 from acp.realtime import notify
 from commands.choices import (
@@ -24,9 +28,10 @@ from commands.choices import (
     SESSION_TERMINAL_STATES,
     CommandStatus,
     CommandType,
+    EventSource,
     SessionStatus,
 )
-from commands.models import ControlCommand, LocalSession, Thread
+from commands.models import ControlCommand, LocalSession, Thread, ThreadEvent
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # how far in the future a client's timestamp may be
 _UNSET = object()
@@ -465,3 +470,126 @@ def local_sessions_reap_lost(
                 status=SessionStatus.FAILED, error=DAEMON_LOST, completed_at=now, paused_at=None, updated_at=now
             )
     return ReapSummary(cutoff, sessions, commands)
+
+
+# --- thread events (the timeline) ------------------------------------------------------------------------------
+
+
+def thread_events_key(thread_id) -> str:
+    """The `acp.realtime` key a thread's event streams wait on."""
+    return f"thread-events:{thread_id}"
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    type: str
+    data: dict = dataclasses.field(default_factory=dict)
+    source: str = EventSource.SERVER
+    session_id: object = None
+    client_event_id: str | None = None
+    occurred_at: datetime | None = None
+
+
+@transaction.atomic(savepoint=False)
+def thread_events_append(*, thread_id, events: Sequence[NewEvent], now: datetime | None = None) -> list[ThreadEvent]:
+    """Append `events` to the thread's timeline, in order, in the caller's transaction; its streams wake when that
+    commits. Returns the stored events.
+
+    Sequences are gapless and strictly increasing per thread whatever runs concurrently: they are allocated from the
+    thread row, which stays locked until the transaction ends. An event whose `client_event_id` the thread already
+    has is not stored again (nor returned). Without client event ids this costs two statements. `NotFound` when the
+    thread does not exist.
+    """
+    if not events:
+        return []
+    now = now or timezone.now()
+    if any(event.client_event_id is not None for event in events):
+        if not Thread.objects.select_for_update(no_key=True).filter(pk=thread_id).values_list("pk").exists():
+            raise NotFound()
+        known = set(
+            ThreadEvent.objects.filter(
+                thread_id=thread_id, client_event_id__in=[e.client_event_id for e in events if e.client_event_id]
+            ).values_list("client_event_id", flat=True)
+        )
+        events = [event for event in events if event.client_event_id is None or event.client_event_id not in known]
+        if not events:
+            return []
+    last = _allocate_sequences(thread_id, len(events))
+    first = last - len(events) + 1
+    return ThreadEvent.objects.bulk_create(
+        ThreadEvent(
+            thread_id=thread_id,
+            session_id=event.session_id,
+            sequence=first + index,
+            type=event.type,
+            source=event.source,
+            data=event.data,
+            client_event_id=event.client_event_id,
+            occurred_at=event.occurred_at,
+            created_at=now,
+        )
+        for index, event in enumerate(events)
+    )
+
+
+def _allocate_sequences(thread_id, count: int) -> int:
+    """Reserve `count` sequences of the thread (its row stays locked until commit); the last one reserved.
+
+    The streams' NOTIFY rides on the same statement (one round trip fewer on every state change that records an
+    event); PostgreSQL delivers it on commit, as `acp.realtime.notify` would.
+    """
+    table = connection.ops.quote_name(Thread._meta.db_table)
+    sql = (
+        f'UPDATE {table} SET "last_event_sequence" = "last_event_sequence" + %s WHERE "id" = %s'
+        ' RETURNING "last_event_sequence"'
+    )
+    params = [count, Thread._meta.pk.get_db_prep_value(thread_id, connection)]
+    if connection.vendor == "postgresql":
+        sql += ", pg_notify(%s, %s)"
+        params += [realtime.CHANNEL, thread_events_key(thread_id)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound()
+    return row[0]
+
+
+def server_event(type_: str, *, session=None, **data) -> NewEvent:
+    """One of the server's own events; `data` names the ids involved (as strings)."""
+    session_id = getattr(session, "pk", session)
+    if session_id is not None:
+        data.setdefault("sessionId", str(session_id))
+    data = {key: str(value) if isinstance(value, uuid.UUID) else value for key, value in data.items()}
+    return NewEvent(type=type_, data=data, session_id=session_id)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    processed: int
+    persisted: list[ThreadEvent]
+
+
+@transaction.atomic
+def thread_events_ingest(
+    *, thread_id, events: Sequence[NewEvent], sessions: QuerySet[LocalSession], now: datetime | None = None
+) -> IngestResult:
+    """Store a batch sent by a daemon or a user, all or nothing: every `session_id` must be among `sessions` (the
+    thread's sessions the caller may see), client event ids unique within the batch, no `occurred_at` in the future
+    (`InvalidInput` naming `events[i].<field>`). Events already stored under their client event id are skipped."""
+    now = now or timezone.now()
+    seen: set[str] = set()
+    for index, event in enumerate(events):
+        check_client_timestamps({f"events[{index}].occurredAt": event.occurred_at}, now)
+        if event.client_event_id is not None:
+            if event.client_event_id in seen:
+                raise InvalidInput({f"events[{index}].clientEventId": "Appears twice in the batch."})
+            seen.add(event.client_event_id)
+    session_ids = {event.session_id for event in events if event.session_id is not None}
+    if session_ids:
+        known = set(sessions.filter(pk__in=session_ids).values_list("pk", flat=True))
+        for index, event in enumerate(events):
+            if event.session_id is not None and event.session_id not in known:
+                raise InvalidInput({f"events[{index}].sessionId": "No such session in this thread."})
+    persisted = thread_events_append(thread_id=thread_id, events=events, now=now)
+    return IngestResult(len(events), persisted)
