@@ -75,9 +75,15 @@ def events_page(
 
 
 def retention_targets(*, cutoff, now, **options) -> list[Target]:
-    """Ended commands and ended local sessions (with all their commands) last changed before `cutoff`."""
+    """The timelines of threads with no live session and no event since `cutoff`; ended commands and ended local
+    sessions (with all their commands) last changed before `cutoff`."""
     ended_sessions = LocalSession.objects.filter(status__in=SESSION_TERMINAL_STATES, updated_at__lt=cutoff)
+    live_session = LocalSession.objects.filter(thread_id=OuterRef("thread_id")).exclude(
+        status__in=SESSION_TERMINAL_STATES
+    )
+    recent_event = ThreadEvent.objects.filter(thread_id=OuterRef("thread_id"), created_at__gte=cutoff)
     return [
+        Target("thread events", ThreadEvent.objects.filter(~Exists(live_session), ~Exists(recent_event))),
         Target(
             "control commands",
             ControlCommand.objects.filter(

@@ -31,15 +31,15 @@ def test_ingest_stores_in_order_and_reads_back(device_api, thread, session):
     assert response.status_code == 200, response.json()
     assert response.json() == {"success": True, "eventsProcessed": 2, "persistedCount": 2}
 
-    page = device_api.get(events_url(thread)).json()
+    page = device_api.get(events_url(thread), {"source": "daemon"}).json()
     assert page["object"] == "list" and page["total_count"] == 2 and page["has_more"] is False
     first, second = page["data"]
-    assert (first["sequence"], second["sequence"]) == (1, 2)
+    assert (first["sequence"], second["sequence"]) == (2, 3)  # 1 is the server's session.created
     assert first["type"] == "output" and first["source"] == "daemon" and first["data"] == {"line": "hello"}
     assert first["sessionId"] == str(session.id) and first["clientEventId"] == "c1"
     assert first["threadId"] == str(thread.id) and second["sessionId"] is None
     assert second["occurredAt"] is not None
-    assert page["next_cursor"] == "2"
+    assert page["next_cursor"] == "3"
 
 
 def test_a_retried_batch_stores_nothing_twice(device_api, thread, session):
@@ -47,12 +47,17 @@ def test_a_retried_batch_stores_nothing_twice(device_api, thread, session):
     assert ingest(device_api, thread, batch).json()["persistedCount"] == 3
     again = ingest(device_api, thread, [*batch, {"type": "output", "clientEventId": "e3"}]).json()
     assert again == {"success": True, "eventsProcessed": 4, "persistedCount": 1}
-    assert list(ThreadEvent.objects.filter(thread=thread).values_list("sequence", flat=True)) == [1, 2, 3, 4]
+    assert list(ThreadEvent.objects.filter(thread=thread, source="daemon").values_list("sequence", flat=True)) == [
+        2,
+        3,
+        4,
+        5,
+    ]
 
 
 def test_a_user_token_ingests_as_user(api, thread):
     assert ingest(api, thread, [{"type": "note", "data": {"text": "looking"}}]).status_code == 200
-    assert ThreadEvent.objects.get(thread=thread).source == "user"
+    assert ThreadEvent.objects.get(thread=thread, type="note").source == "user"
 
 
 @pytest.mark.parametrize(
@@ -76,7 +81,7 @@ def test_bad_events_are_refused_and_nothing_is_stored(device_api, thread, sessio
     response = ingest(device_api, thread, [{"type": "output", "data": {"ok": True}}, event])
     assert response.status_code == 400, response.json()
     assert field in json.dumps(response.json())
-    assert not ThreadEvent.objects.exists()
+    assert not ThreadEvent.objects.exclude(source="server").exists()
 
 
 def test_batch_and_size_limits(device_api, thread, session, settings):
@@ -88,14 +93,14 @@ def test_batch_and_size_limits(device_api, thread, session, settings):
     assert too_big.status_code == 400 and "at most 100" in json.dumps(too_big.json())
     assert ingest(device_api, thread, []).status_code == 400
     assert device_api.post(events_url(thread, "/ingest"), {"evts": []}, format="json").status_code == 400
-    assert not ThreadEvent.objects.exists()
+    assert not ThreadEvent.objects.exclude(source="server").exists()
 
 
 def test_nul_bytes_are_refused(device_api, thread, session):
     body = '{"events": [{"type": "output", "data": {"line": "a\\u0000b"}}]}'
     response = device_api.post(events_url(thread, "/ingest"), body, content_type="application/json")
     assert response.status_code == 400
-    assert not ThreadEvent.objects.exists()
+    assert not ThreadEvent.objects.exclude(source="server").exists()
 
 
 def test_timestamps_in_the_future_and_duplicate_client_ids_are_refused(device_api, thread, session):
@@ -104,7 +109,7 @@ def test_timestamps_in_the_future_and_duplicate_client_ids_are_refused(device_ap
     assert response.status_code == 400 and "events[1].occurredAt" in response.json()["details"]
     twice = ingest(device_api, thread, [{"type": "a", "clientEventId": "x"}, {"type": "b", "clientEventId": "x"}])
     assert twice.status_code == 400 and "events[1].clientEventId" in twice.json()["details"]
-    assert not ThreadEvent.objects.exists()
+    assert not ThreadEvent.objects.exclude(source="server").exists()
 
 
 def test_sessions_must_be_the_threads_and_the_callers(user, device_api, api, thread, session, other_session):
@@ -128,7 +133,7 @@ def test_who_may_ingest_and_read(user, thread, session, other_api):
     idle_api = make_client(make_token(user, device=idle_device))
     assert ingest(idle_api, thread, [{"type": "output"}]).status_code == 404
     assert idle_api.get(events_url(thread)).status_code == 404
-    assert not ThreadEvent.objects.exists()
+    assert not ThreadEvent.objects.exclude(source="server").exists()
 
 
 @pytest.fixture
@@ -147,22 +152,26 @@ def sequences(page):
 
 
 def test_paging_with_after_cursor_before_and_limit(api, thread, timeline):
+    # 1 is the server's session.created, 2–11 the ten ingested
     first = api.get(events_url(thread), {"limit": 4}).json()
-    assert sequences(first) == [1, 2, 3, 4] and first["has_more"] is True and first["total_count"] == 10
+    assert sequences(first) == [1, 2, 3, 4] and first["has_more"] is True and first["total_count"] == 11
+    assert first["data"][0]["type"] == "session.created" and first["data"][0]["source"] == "server"
     second = api.get(events_url(thread), {"limit": 4, "cursor": first["next_cursor"]}).json()
     assert sequences(second) == [5, 6, 7, 8]
-    assert sequences(api.get(events_url(thread), {"after": 8}).json()) == [9, 10]
+    assert sequences(api.get(events_url(thread), {"after": 9}).json()) == [10, 11]
     window = api.get(events_url(thread), {"after": 2, "before": 6}).json()
     assert sequences(window) == [3, 4, 5] and window["total_count"] == 3 and window["has_more"] is False
-    empty = api.get(events_url(thread), {"after": 10}).json()
-    assert empty["data"] == [] and empty["total_count"] == 0 and empty["next_cursor"] == "10"
+    empty = api.get(events_url(thread), {"after": 11}).json()
+    assert empty["data"] == [] and empty["total_count"] == 0 and empty["next_cursor"] == "11"
 
 
 def test_filters_are_honoured(api, thread, session, timeline):
-    assert sequences(api.get(events_url(thread), {"type": "output"}).json()) == [1, 3, 5, 7, 9]
-    assert sequences(api.get(events_url(thread), {"type": "output,status", "limit": 3}).json()) == [1, 2, 3]
-    assert sequences(api.get(events_url(thread), {"sessionId": str(session.id), "after": 5}).json()) == [7, 9]
+    assert sequences(api.get(events_url(thread), {"type": "output"}).json()) == [2, 4, 6, 8, 10]
+    assert sequences(api.get(events_url(thread), {"type": "output,status", "limit": 3}).json()) == [2, 3, 4]
+    # the session's own events: its creation (1) and the odd ones
+    assert sequences(api.get(events_url(thread), {"sessionId": str(session.id), "after": 5}).json()) == [6, 8, 10]
     assert api.get(events_url(thread), {"source": "user"}).json()["total_count"] == 10
+    assert api.get(events_url(thread), {"source": "server"}).json()["total_count"] == 1
     assert api.get(events_url(thread), {"source": "daemon"}).json()["total_count"] == 0
 
 

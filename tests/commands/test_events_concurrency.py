@@ -33,19 +33,21 @@ def test_twenty_writers_get_sequences_one_to_n_without_gap_or_duplicate(user, de
     results = run_concurrently([ingest_call(token, thread, batch) for batch in batches])
     assert all(status == 200 and body["persistedCount"] == PER_BATCH for status, body in results), results
 
-    rows = list(ThreadEvent.objects.filter(thread=thread).order_by("sequence").values_list("sequence", "data"))
-    assert [sequence for sequence, _ in rows] == list(range(1, WRITERS * PER_BATCH + 1))
+    every = list(ThreadEvent.objects.filter(thread=thread).order_by("sequence").values_list("sequence", flat=True))
+    assert every == list(range(1, WRITERS * PER_BATCH + 2))  # 1 is the server's session.created
+    rows = list(ThreadEvent.objects.filter(thread=thread, source="daemon").values_list("sequence", "data"))
+    assert len(rows) == WRITERS * PER_BATCH
     # each batch is contiguous and in its own order: a writer holds the thread's row while it appends
     for writer in range(WRITERS):
         mine = [sequence for sequence, data in rows if data["writer"] == writer]
         assert mine == list(range(mine[0], mine[0] + PER_BATCH))
     thread.refresh_from_db()
-    assert thread.last_event_sequence == WRITERS * PER_BATCH
+    assert thread.last_event_sequence == WRITERS * PER_BATCH + 1
 
     # every batch retried, all at once: nothing is stored twice
     again = run_concurrently([ingest_call(token, thread, batch) for batch in batches])
     assert all(status == 200 and body["persistedCount"] == 0 for status, body in again), again
-    assert ThreadEvent.objects.filter(thread=thread).count() == WRITERS * PER_BATCH
+    assert ThreadEvent.objects.filter(thread=thread).count() == WRITERS * PER_BATCH + 1
 
 
 def test_the_same_new_batch_sent_twice_at_once_is_stored_once(user, device, thread, session):
@@ -53,7 +55,7 @@ def test_the_same_new_batch_sent_twice_at_once_is_stored_once(user, device, thre
     batch = [{"type": "output", "data": {"i": i}, "clientEventId": f"same-{i}"} for i in range(10)]
     results = run_concurrently([ingest_call(token, thread, batch) for _ in range(8)])
     assert sorted(body["persistedCount"] for _, body in results) == [0] * 7 + [10]
-    assert list(ThreadEvent.objects.filter(thread=thread).values_list("sequence", flat=True)) == list(range(1, 11))
+    assert list(ThreadEvent.objects.filter(thread=thread).values_list("sequence", flat=True)) == list(range(1, 12))
 
 
 def test_the_database_refuses_a_duplicate_sequence_or_client_event_id(thread):

@@ -100,12 +100,13 @@ def test_backlog_then_live_events_across_processes_heartbeat_and_end(servers, us
     ingest(ingest_server, token, thread, outputs(1, 4))
     url = f"{stream_server.url}/v1/threads/{thread.id}/events"
     started = time.monotonic()
-    reader = StreamReader(url, token, params={"after": 1}, headers={"Accept": "text/event-stream"})
-    assert [sequence for sequence, _ in reader.events(2)] == [2, 3]
+    # 1 is the server's session.created; outputs 1–3 are 2–4
+    reader = StreamReader(url, token, params={"after": 2}, headers={"Accept": "text/event-stream"})
+    assert [sequence for sequence, _ in reader.events(2)] == [3, 4]
 
     ingest(ingest_server, token, thread, outputs(4, 6))
     live = reader.events(2, timeout=2)
-    assert [(sequence, event["data"]["n"]) for sequence, event in live] == [(4, 4), (5, 5)]
+    assert [(sequence, event["data"]["n"]) for sequence, event in live] == [(5, 4), (6, 5)]
     assert live[0][1]["threadId"] == str(thread.id) and live[0][1]["source"] == "daemon"
     reader.comment("keepalive", timeout=2)
     assert reader.ended.wait(MAX_SECONDS + 3), "the server did not end the stream"
@@ -117,7 +118,7 @@ def test_a_resumed_stream_delivers_exactly_what_was_missed(servers, user, device
     stream_server, ingest_server = servers
     token = make_token(user, device=device)
     url = f"{stream_server.url}/v1/threads/{thread.id}/events"
-    first = StreamReader(url, token, params={"stream": "true"})
+    first = StreamReader(url, token, params={"stream": "true", "source": "daemon"})
     ingest(ingest_server, token, thread, outputs(1, 4))
     received = first.events(3)
     first.close()
@@ -125,11 +126,13 @@ def test_a_resumed_stream_delivers_exactly_what_was_missed(servers, user, device
 
     last_id = received[-1][0]
     # the original URL (from the start) and the Last-Event-ID header: the header wins
-    second = StreamReader(url, token, params={"stream": "true", "after": 0}, headers={"Last-Event-ID": str(last_id)})
+    params = {"stream": "true", "source": "daemon", "after": 0}
+    second = StreamReader(url, token, params=params, headers={"Last-Event-ID": str(last_id)})
     resumed = second.events(5)
-    assert [sequence for sequence, _ in resumed] == [4, 5, 6, 7, 8]
+    assert [sequence for sequence, _ in resumed] == [5, 6, 7, 8, 9]  # 1 is the server's session.created
+    assert [event["data"]["n"] for _, event in resumed] == [4, 5, 6, 7, 8]
     ingest(ingest_server, token, thread, outputs(9, 10))
-    assert [sequence for sequence, _ in second.events(1, timeout=2)] == [9]
+    assert [sequence for sequence, _ in second.events(1, timeout=2)] == [10]
     assert second.items.empty() or all(kind == "comment" for kind, _ in list(second.items.queue))
     second.close()
 
@@ -157,10 +160,10 @@ def test_the_official_sdk_ingests_reads_and_streams(servers, user, device, threa
         assert result == {"success": True, "eventsProcessed": 3, "persistedCount": 3}
         assert device_sdk.local_bridge.ingest_thread_events(str(thread.id), sent)["persistedCount"] == 0
 
-        page = reader_sdk.threads.get_events(str(thread.id), limit=2)
-        assert [e["data"]["line"] for e in page["data"]] == ["l0", "l1"] and page["has_more"] is True
+        page = reader_sdk.threads.get_events(str(thread.id), limit=3)
+        assert [e["type"] for e in page["data"]] == ["session.created", "output", "output"] and page["has_more"]
         rest = reader_sdk.threads.get_events(str(thread.id), cursor=page["next_cursor"])
-        assert [e["sequence"] for e in rest["data"]] == [3]
+        assert [e["data"]["line"] for e in rest["data"]] == ["l2"] and rest["data"][0]["sequence"] == 4
 
         streamed = queue.Queue()
 
@@ -171,10 +174,10 @@ def test_the_official_sdk_ingests_reads_and_streams(servers, user, device, threa
                     streamed.put(event)
 
         threading.Thread(target=consume, daemon=True).start()
-        assert [streamed.get(timeout=5)["sequence"] for _ in range(2)] == [2, 3]
+        assert [streamed.get(timeout=5)["sequence"] for _ in range(3)] == [2, 3, 4]
         device_sdk.local_bridge.ingest_thread_events(str(thread.id), [{"type": "exit", "data": {"code": 0}}])
         live = streamed.get(timeout=3)
-        assert (live["sequence"], live["type"], live["data"]) == (4, "exit", {"code": 0})
+        assert (live["sequence"], live["type"], live["data"]) == (5, "exit", {"code": 0})
     finally:
         device_sdk.api.close()
         reader_sdk.api.close()
