@@ -216,3 +216,18 @@ def test_appending_costs_two_statements(thread):
     with CaptureQueriesContext(connection) as queries:
         thread_events_append(thread_id=thread.id, events=[NewEvent("a"), NewEvent("b")])
     assert len(queries) == 2, [q["sql"] for q in queries]
+
+
+def test_the_schema_documents_the_three_operations(api):
+    schema = api.get("/api/schema/", {"format": "json"}).json()
+    events = schema["paths"]["/v1/threads/{threadId}/events"]["get"]
+    assert set(events["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert {"after", "before", "cursor", "limit", "sessionId", "type", "source", "stream", "Last-Event-ID"} <= {
+        parameter["name"] for parameter in events["parameters"]
+    }
+    ingest_op = schema["paths"]["/v1/threads/{threadId}/events/ingest"]["post"]
+    body = ingest_op["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("ThreadEventIngestRequest")
+    components = schema["components"]["schemas"]
+    assert "events" in components["ThreadEventIngestRequest"]["properties"]
+    assert "persistedCount" in components["ThreadEventIngestResult"]["properties"]
