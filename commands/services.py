@@ -617,7 +617,8 @@ def thread_events_append(*, thread_id, events: Sequence[NewEvent], now: datetime
         return []
     now = now or timezone.now()
     if any(event.client_event_id is not None for event in events):
-        if not Thread.objects.select_for_update(no_key=True).filter(pk=thread_id).values_list("pk").exists():
+        # Locked before reading which ids it has, so a concurrent batch with the same ids waits and then sees them.
+        if not list(Thread.objects.select_for_update(no_key=True).filter(pk=thread_id).values_list("pk", flat=True)):
             raise NotFound()
         known = set(
             ThreadEvent.objects.filter(

@@ -23,7 +23,7 @@ urlpatterns = [
     # Reading may stream (SSE): an async view, so an idle stream holds neither a thread nor a connection.
     path(
         "threads/<uuid:threadId>/events",
-        event_stream_view(views.ThreadEventViewSet.as_view({"get": "list"})),
+        event_stream_view(views.ThreadEventViewSet.as_view({"get": "read"})),
         name="thread-event-list",
     ),
     path(

@@ -312,7 +312,7 @@ class ThreadEventViewSet(viewsets.GenericViewSet):
     serializer_class = ThreadEventSerializer
     renderer_classes = [JSONRenderer, EventStreamRenderer]
     pagination_class = None
-    device_token_actions = ("list", "ingest")
+    device_token_actions = ("read", "ingest")
 
     def get_thread(self) -> Thread:
         threads = selectors.threads_visible(user=self.request.user, device_id=token_device_id(self.request))
@@ -331,7 +331,7 @@ class ThreadEventViewSet(viewsets.GenericViewSet):
         summary="List or stream a thread's events, oldest first",
         description=SSE_DESCRIPTION,
     )
-    def list(self, request, *args, **kwargs):
+    def read(self, request, *args, **kwargs):  # not "list": one page envelope, not an array, in the schema
         params = self.event_params(request)
         thread = self.get_thread()
         if wants_stream(request, params.pop("stream")):
@@ -351,6 +351,9 @@ class ThreadEventViewSet(viewsets.GenericViewSet):
         repeated = sorted(name for name, values in request.query_params.lists() if len(values) > 1)
         if repeated:
             raise ValidationError({name: ["Given more than once."] for name in repeated})
+        empty = sorted(name for name, value in request.query_params.items() if value == "")
+        if empty:  # DRF would read an empty optional parameter as absent: a filter silently dropped
+            raise ValidationError({name: ["May not be empty."] for name in empty})
         params = ThreadEventParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = dict(params.validated_data)

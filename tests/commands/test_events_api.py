@@ -186,6 +186,7 @@ def test_filters_are_honoured(api, thread, session, timeline):
         ({"source": "robot"}, "source"),
         ({"sessionId": "nope"}, "sessionId"),
         ({"type": "a,,b"}, "type"),
+        ({"type": ""}, "type"),
         ({"after": "1", "cursor": "2"}, "cursor"),
         ({"offset": "5"}, "offset"),
         ({"stream": "maybe"}, "stream"),
@@ -231,3 +232,16 @@ def test_the_schema_documents_the_three_operations(api):
     components = schema["components"]["schemas"]
     assert "events" in components["ThreadEventIngestRequest"]["properties"]
     assert "persistedCount" in components["ThreadEventIngestResult"]["properties"]
+
+
+def test_with_client_event_ids_the_thread_is_locked_before_the_ids_are_read(thread):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from commands.services import NewEvent, thread_events_append
+
+    with CaptureQueriesContext(connection) as queries:
+        thread_events_append(thread_id=thread.id, events=[NewEvent("a", client_event_id="x")])
+    statements = [query["sql"] for query in queries]
+    assert "FOR NO KEY UPDATE" in statements[0] and "client_event_id" in statements[1], statements
+    assert len(statements) == 4  # lock, known ids, sequence (+ notify), insert
