@@ -298,6 +298,14 @@ EventPage = inline_serializer(
         "next_cursor": serializers.CharField(allow_null=True, help_text="Pass as `cursor` (or `after`) to continue."),
     },
 )
+EventMessage = inline_serializer(
+    "ThreadEventStreamMessage",
+    {
+        "id": serializers.CharField(help_text="The event's sequence (send it back as Last-Event-ID)."),
+        "data": serializers.CharField(help_text="The event, as a ThreadEvent JSON document."),
+        "event": serializers.CharField(required=False, help_text="Not sent: every message is a plain `message`."),
+    },
+)
 SSE_DESCRIPTION = (
     "Each event is `id: <sequence>` and `data: <event JSON>`; a `: keepalive` comment every `ACP_STREAM_HEARTBEAT` "
     "seconds; the server ends the stream after `ACP_STREAM_MAX_SECONDS` (reconnect with `Last-Event-ID`)."
@@ -327,7 +335,7 @@ class ThreadEventViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         parameters=EVENT_PARAMETERS,
-        responses={(200, "application/json"): EventPage, (200, MEDIA_TYPE): OpenApiTypes.STR},
+        responses={(200, "application/json"): EventPage, (200, MEDIA_TYPE): EventMessage},
         summary="List or stream a thread's events, oldest first",
         description=SSE_DESCRIPTION,
     )
