@@ -12,6 +12,8 @@ from computer_agents import ApiClientError, ComputerAgentsClient
 
 from tests.conftest import make_token
 from tests.sessions.conftest import processes  # noqa: F401  (the live-process fixture)
+from tests.sessions.live import wait_until
+from tests.sessions.test_live import pg_activity
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +34,12 @@ class StreamReader:
     def _run(self, url, token, kwargs):
         headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
         try:
-            with httpx.stream("GET", url, headers=headers, timeout=30, **kwargs) as response:
+            with (
+                contextlib.suppress(httpx.HTTPError),
+                httpx.stream(  # a cut connection ends the stream too
+                    "GET", url, headers=headers, timeout=30, **kwargs
+                ) as response,
+            ):
                 self.status = response.status_code
                 event_id = None
                 for line in response.iter_lines():
@@ -181,3 +188,22 @@ def test_the_official_sdk_ingests_reads_and_streams(servers, user, device, threa
     finally:
         device_sdk.api.close()
         reader_sdk.api.close()
+
+
+def test_idle_streams_hold_no_request_thread_and_no_connection(processes, user, device, thread, session):  # noqa: F811
+    server = processes.start_server(
+        "acp-idle", ACP_REQUEST_THREADS="1", ACP_STREAM_HEARTBEAT="30", ACP_STREAM_MAX_SECONDS="30"
+    )
+    token = make_token(user, device=device)
+    url = f"{server.url}/v1/threads/{thread.id}/events"
+    readers = [StreamReader(url, token, params={"stream": "true"}) for _ in range(5)]
+    for reader in readers:
+        assert reader.events(1)[0][1]["type"] == "session.created"
+    # five open streams, one request thread: a plain request is still served at once
+    started = time.monotonic()
+    assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 200
+    assert time.monotonic() - started < 2
+    # and none of them keeps a database connection (the process's LISTEN connection has its own name)
+    wait_until(lambda: "acp-idle" not in [name for name, _ in pg_activity()], 5, message="no connection of acp-idle")
+    ingest(server, token, thread, outputs(1, 2))
+    assert all(reader.events(1, timeout=3)[0][0] == 2 for reader in readers)
