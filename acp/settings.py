@@ -219,6 +219,10 @@ ACP_RETENTION_DAYS = env_int("ACP_RETENTION_DAYS", 30)
 ACP_IDEMPOTENCY_TTL = os.environ.get("ACP_IDEMPOTENCY_TTL", "24h")
 ACP_SESSION_LOST_AFTER = os.environ.get("ACP_SESSION_LOST_AFTER", "10m")  # live session with no heartbeat: failed
 ACP_LONG_POLL_MAX_WAIT = env_float("ACP_LONG_POLL_MAX_WAIT", 30.0)
+ACP_STREAM_HEARTBEAT = env_float("ACP_STREAM_HEARTBEAT", 15.0)  # seconds between an event stream's keepalives
+ACP_STREAM_MAX_SECONDS = env_float("ACP_STREAM_MAX_SECONDS", 300.0)  # then the client reconnects (Last-Event-ID)
+ACP_EVENTS_PER_BATCH = env_int("ACP_EVENTS_PER_BATCH", 500)  # events in one ingest request
+ACP_EVENT_MAX_BYTES = env_int("ACP_EVENT_MAX_BYTES", 64 * 1024)  # an event's data, as JSON
 # Seconds between a waiter's re-checks of the database when no notification came (a last resort; acp/realtime.py).
 ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)
 # Threads per server process for requests' synchronous code under ASGI (acp/serving/request_threads.py; optimised only).

@@ -1,12 +1,20 @@
 """Support staff's view of threads, local sessions and control commands; status changes go through services."""
 
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
 
-from acp.admin_json import pretty_json_field
+from acp.admin_json import pretty_json, pretty_json_field
 from acp.admin_permissions import CancelActionPermissionMixin
 from commands import services
 from commands.choices import SESSION_TERMINAL_STATES, SessionStatus
-from commands.models import ControlCommand, LocalSession, Thread
+from commands.models import ControlCommand, LocalSession, Thread, ThreadEvent
+
+
+def timeline_link(label: str, **filters) -> str:
+    """A link to the timeline (the thread events' changelist) filtered by `filters`, e.g. thread__id__exact."""
+    query = "&".join(f"{key}={value}" for key, value in filters.items())
+    return format_html('<a href="{}?{}">{}</a>', reverse("admin:commands_threadevent_changelist"), query, label)
 
 
 class PrettyJsonMixin:
@@ -25,9 +33,13 @@ class ThreadAdmin(PrettyJsonMixin, admin.ModelAdmin):
     search_fields = ["id", "title", "user__username", "user__email"]
     autocomplete_fields = ["user"]
     raw_id_fields = ["environment"]
-    readonly_fields = ["id", "status", "metadata_pretty", "created_at", "updated_at"]
+    readonly_fields = ["id", "status", "timeline", "metadata_pretty", "created_at", "updated_at"]
     exclude = ["metadata"]
     date_hierarchy = "created_at"
+
+    @admin.display(description="timeline")
+    def timeline(self, obj):
+        return timeline_link(f"{obj.last_event_sequence} event(s), oldest first", thread__id__exact=obj.pk)
 
 
 class ControlCommandInline(PrettyJsonMixin, admin.TabularInline):
@@ -74,6 +86,7 @@ class LocalSessionAdmin(PrettyJsonMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
         "metadata_pretty",
+        "timeline",
     ]
     exclude = ["metadata"]
     inlines = [ControlCommandInline]
@@ -82,6 +95,14 @@ class LocalSessionAdmin(PrettyJsonMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # sessions are created by the API (a daemon or a launch)
+
+    @admin.display(description="timeline")
+    def timeline(self, obj):
+        return format_html(
+            "{} · {}",
+            timeline_link("this session's events", session__id__exact=obj.pk),
+            timeline_link("the whole thread", thread__id__exact=obj.thread_id),
+        )
 
     @admin.action(description="End selected sessions as cancelled (their pending commands too)", permissions=["change"])
     def cancel_sessions(self, request, queryset):
@@ -131,3 +152,33 @@ class ControlCommandAdmin(CancelActionPermissionMixin, PrettyJsonMixin, admin.Mo
         self.message_user(request, f"Cancelled {cancelled} pending command(s).", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"Skipped {skipped} command(s) that were not pending.", messages.WARNING)
+
+
+@admin.register(ThreadEvent)
+class ThreadEventAdmin(admin.ModelAdmin):
+    """A thread's timeline, read-only: open it filtered by thread (the thread's page links here), oldest first."""
+
+    list_display = ["sequence", "type", "source", "created_at", "occurred_at", "session_id", "data_pretty", "thread"]
+    list_display_links = ["sequence"]
+    list_filter = ["source", "type"]
+    list_select_related = ["thread"]
+    search_fields = ["=thread__id", "=session__id", "=client_event_id", "type"]
+    ordering = ["thread", "sequence"]
+    list_per_page = 100
+    show_full_result_count = False
+    fields = ["id", "thread", "session", "sequence", "type", "source", "client_event_id", "occurred_at",
+              "created_at", "data_pretty"]  # fmt: skip
+    readonly_fields = fields
+
+    @admin.display(description="data")
+    def data_pretty(self, obj):
+        return pretty_json(obj.data)
+
+    def has_add_permission(self, request):
+        return False  # events are appended by the services and the ingest API, in order
+
+    def has_change_permission(self, request, obj=None):
+        return False  # the timeline is a record
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # retention removes whole timelines (cleanup_sessions)

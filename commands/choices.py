@@ -58,3 +58,25 @@ COMMAND_ALLOWED_TRANSITIONS = {
 
 # The statuses a local session may be created in; the terminal ones are reached only through `complete` or a cancel.
 SESSION_START_STATES = frozenset({SessionStatus.CREATED, SessionStatus.RUNNING})
+
+
+class EventSource(models.TextChoices):
+    DAEMON = "daemon"
+    SERVER = "server"
+    USER = "user"
+
+
+class EventType:
+    """The types of the server's own timeline events (daemons and users name theirs freely)."""
+
+    LAUNCH_REQUESTED = "launch.requested"
+    LAUNCH_ACKNOWLEDGED = "launch.acknowledged"
+    LAUNCH_FAILED = "launch.failed"
+    LAUNCH_TIMED_OUT = "launch.timed_out"
+    SESSION_CREATED = "session.created"
+    SESSION_PAUSED = "session.paused"
+    SESSION_RESUMED = "session.resumed"
+    SESSION_ENDED = "session.ended"
+    COMMAND_QUEUED = "command.queued"
+    # command.acknowledged, command.completed, command.cancelled: "command." + the command's new status
+    COMMAND_PREFIX = "command."

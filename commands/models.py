@@ -1,6 +1,9 @@
 """Threads, local execution sessions on a user's device, and the control commands sent to them."""
 
+import uuid
+
 from django.db import models
+from django.utils import timezone
 
 from acp.models import Device, Environment, OwnedModel, Project
 from commands.choices import (
@@ -8,6 +11,7 @@ from commands.choices import (
     SESSION_TERMINAL_STATES,
     CommandStatus,
     CommandType,
+    EventSource,
     SessionStatus,
     ThreadStatus,
 )
@@ -22,6 +26,8 @@ class Thread(OwnedModel):
     title = models.CharField(max_length=500, blank=True, default="")
     status = models.CharField(max_length=16, choices=ThreadStatus.choices, default=ThreadStatus.ACTIVE)
     metadata = models.JSONField(default=dict, blank=True)
+    # The sequence of the thread's newest event: the writer of the next one increments it under the row's lock.
+    last_event_sequence = models.BigIntegerField(default=0, editable=False)
 
     class Meta(OwnedModel.Meta):
         indexes = [models.Index(fields=["user", "-created_at"], name="thread_user_created")]
@@ -120,3 +126,43 @@ class ControlCommand(OwnedModel):
 
     def __str__(self):
         return f"{self.command_type} {self.id} ({self.status})"
+
+
+class ThreadEvent(models.Model):
+    """One entry of a thread's timeline: what the daemon, a user or the server itself recorded, in order.
+
+    `sequence` runs 1, 2, 3… per thread with no gap: allocated from `Thread.last_event_sequence` in the writer's
+    transaction (commands.services.thread_events_append), unique per thread as the backstop.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="events")
+    session = models.ForeignKey(
+        LocalSession, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
+    sequence = models.BigIntegerField()
+    type = models.CharField(max_length=64)
+    source = models.CharField(max_length=8, choices=EventSource.choices)
+    data = models.JSONField(default=dict, blank=True)
+    client_event_id = models.CharField(max_length=200, null=True, blank=True)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["thread", "sequence"]
+        indexes = [
+            models.Index(fields=["session", "sequence"], name="threadevent_session_sequence"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["thread", "sequence"], name="threadevent_thread_sequence_unique"),
+            models.UniqueConstraint(
+                fields=["thread", "client_event_id"],
+                condition=models.Q(client_event_id__isnull=False),
+                name="threadevent_thread_client_event_id_unique",
+            ),
+            models.CheckConstraint(condition=models.Q(sequence__gte=1), name="threadevent_sequence_positive"),
+            models.CheckConstraint(condition=models.Q(source__in=EventSource.values), name="threadevent_source_valid"),
+        ]
+
+    def __str__(self):
+        return f"#{self.sequence} {self.type}"

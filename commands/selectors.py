@@ -6,7 +6,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Window
 
 from acp.cleanup import Target
 from commands.choices import COMMAND_TERMINAL_STATES, SESSION_TERMINAL_STATES, CommandStatus
-from commands.models import ControlCommand, LocalSession, Thread
+from commands.models import ControlCommand, LocalSession, Thread, ThreadEvent
 
 STALE_PENDING_AFTER = timedelta(minutes=5)
 
@@ -46,13 +46,44 @@ def commands_pending(*, user, thread_id, session_id, device_id=None, limit: int)
     return rows, rows[0].pending_total if rows else 0
 
 
+def events_page(
+    *,
+    thread_id,
+    after: int = 0,
+    before: int | None = None,
+    session_id=None,
+    types: list[str] | None = None,
+    source: str | None = None,
+    limit: int,
+) -> tuple[list[ThreadEvent], int]:
+    """The thread's first `limit` events with `after < sequence < before` matching the filters, oldest first, and
+    how many match in all, in one query."""
+    events = ThreadEvent.objects.filter(thread_id=thread_id, sequence__gt=after)
+    if before is not None:
+        events = events.filter(sequence__lt=before)
+    if session_id is not None:
+        events = events.filter(session_id=session_id)
+    if types:
+        events = events.filter(type__in=types)
+    if source is not None:
+        events = events.filter(source=source)
+    rows = list(events.annotate(matching=Window(Count("pk"))).order_by("sequence")[:limit])
+    return rows, rows[0].matching if rows else 0
+
+
 # --- retention and the support dashboard (acp.composition) ----------------------------------------------------------
 
 
 def retention_targets(*, cutoff, now, **options) -> list[Target]:
-    """Ended commands and ended local sessions (with all their commands) last changed before `cutoff`."""
+    """The timelines of threads with no live session and no event since `cutoff`; ended commands and ended local
+    sessions (with all their commands) last changed before `cutoff`."""
     ended_sessions = LocalSession.objects.filter(status__in=SESSION_TERMINAL_STATES, updated_at__lt=cutoff)
+    live_session = LocalSession.objects.filter(thread_id=OuterRef("thread_id")).exclude(
+        status__in=SESSION_TERMINAL_STATES
+    )
+    recent_event = ThreadEvent.objects.filter(thread_id=OuterRef("thread_id"), created_at__gte=cutoff)
     return [
+        Target("thread events", ThreadEvent.objects.filter(~Exists(live_session), ~Exists(recent_event))),
         Target(
             "control commands",
             ControlCommand.objects.filter(

@@ -8,14 +8,18 @@ session raises `acp.domain.NotFound` exactly like a missing one).
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Case, F, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from acp import realtime
 from acp.domain import Conflict, InvalidInput, InvalidTransition, NotFound, Outcome
 from acp.models import Environment
 from acp.realtime import notify
@@ -28,9 +32,11 @@ from commands.choices import (
     THREAD_TERMINAL_STATES,
     CommandStatus,
     CommandType,
+    EventSource,
+    EventType,
     SessionStatus,
 )
-from commands.models import ControlCommand, LocalSession, Thread
+from commands.models import ControlCommand, LocalSession, Thread, ThreadEvent
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # how far in the future a client's timestamp may be
 _UNSET = object()
@@ -66,8 +72,11 @@ def local_session_create(
     status: str = SessionStatus.CREATED,
     started_at=None,
     metadata: dict | None = None,
+    record_event: bool = True,
 ) -> LocalSession:
-    """Create a local session of `thread` on `device` (both `user`'s), `created` or `running`.
+    """Create a local session of `thread` on `device` (both `user`'s), `created` or `running`, and record
+    `session.created` on the thread's timeline (unless `record_event=False`: the caller records
+    `session_created_event(session)` with its own events, in one append).
 
     `environment` follows the binding, else the thread; a `running` session without `started_at` starts now.
     `started_at` may not be more than 5 minutes in the future (`InvalidInput`).
@@ -91,7 +100,7 @@ def local_session_create(
         environment_id = None  # deleted meanwhile: what its SET NULL would have made of the session
     if gone:
         raise InvalidInput({name: "The object was deleted." for name in gone})
-    return LocalSession.objects.create(
+    session = LocalSession.objects.create(
         user=user,
         thread=thread,
         device=device,
@@ -101,6 +110,13 @@ def local_session_create(
         started_at=started_at,
         metadata=metadata or {},
     )
+    if record_event:
+        record_events(thread.pk, session_created_event(session))
+    return session
+
+
+def session_created_event(session: LocalSession) -> NewEvent:
+    return server_event(EventType.SESSION_CREATED, session=session, deviceId=session.device_id, status=session.status)
 
 
 def _lock_session(session, sessions: QuerySet | None) -> LocalSession:
@@ -185,14 +201,36 @@ def local_session_complete(
 
 
 def _end_session(session: LocalSession, *, status: str, completed_at: datetime, now: datetime) -> list[str]:
-    """Mark a locked session ended (the caller saves the returned fields) and cancel its pending commands."""
+    """Mark a locked session ended (the caller saves the returned fields), cancel its pending commands, and record
+    both on the thread's timeline."""
     session.status = status
     session.completed_at = completed_at
     session.paused_at = None
-    ControlCommand.objects.filter(session=session, status=CommandStatus.PENDING).update(
-        status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
+    pending = ControlCommand.objects.filter(session=session, status=CommandStatus.PENDING)
+    cancelled = list(pending.values_list("pk", "command_type"))  # the session's lock keeps this list exact
+    if cancelled:
+        pending.filter(pk__in=[pk for pk, _ in cancelled]).update(
+            status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
+        )
+    record_events(
+        session.thread_id,
+        *_commands_cancelled_events(session.pk, cancelled, reason="session_ended"),
+        server_event(EventType.SESSION_ENDED, session=session, status=status),
     )
     return ["status", "completed_at", "paused_at", "updated_at"]
+
+
+def _commands_cancelled_events(session_id, commands, *, reason: str) -> list[NewEvent]:
+    return [
+        server_event(
+            EventType.COMMAND_PREFIX + CommandStatus.CANCELLED,
+            session=session_id,
+            commandId=pk,
+            commandType=command_type,
+            reason=reason,
+        )
+        for pk, command_type in commands
+    ]
 
 
 # --- control commands --------------------------------------------------------------------------------------------
@@ -236,6 +274,12 @@ def command_enqueue(
         thread_id=session.thread_id,
         command_type=command_type,
         payload=payload,
+    )
+    record_events(
+        session.thread_id,
+        server_event(
+            EventType.COMMAND_QUEUED, session=session, commandId=command.pk, commandType=command_type, payload=payload
+        ),
     )
     notify(command_notify_key(session.pk))
     return command
@@ -298,13 +342,22 @@ def command_ack(
         command.result = result
         fields.append("result")
     command.updated_at = now
+    events = [_command_moved_event(command)]
     if target == CommandStatus.COMPLETED and command.command_type == CommandType.CANCEL:
-        _complete_cancel(command, fields, now)
+        events += _complete_cancel(command, fields, now)
     else:
         ControlCommand.objects.filter(pk=command.pk).update(updated_at=now, **{f: getattr(command, f) for f in fields})
         if target == CommandStatus.COMPLETED:
-            _apply_completed_pause_or_resume(command, now)
+            events += _apply_completed_pause_or_resume(command, now)
+    record_events(command.thread_id, *events)
     return Outcome(command, True)
+
+
+def _command_moved_event(command: ControlCommand) -> NewEvent:
+    data = {"commandId": command.pk, "commandType": command.command_type}
+    if command.result is not None:
+        data["result"] = command.result
+    return server_event(EventType.COMMAND_PREFIX + command.status, session=command.session_id, **data)
 
 
 def _lock_command(session, command_id, sessions: QuerySet | None) -> ControlCommand:
@@ -339,23 +392,36 @@ def _ack_times(command, target, acknowledged_at, completed_at, now):
     return ack_at, completed_at or max(now, ack_at or now)
 
 
-def _apply_completed_pause_or_resume(command: ControlCommand, now: datetime) -> None:
-    """A completed pause pauses a live session (if not yet paused); a completed resume un-pauses it."""
+def _apply_completed_pause_or_resume(command: ControlCommand, now: datetime) -> list[NewEvent]:
+    """A completed pause pauses a live session (if not yet paused); a completed resume un-pauses it.
+
+    Returns the session's event when it changed."""
     sessions = LocalSession.objects.filter(pk=command.session_id)
+    changed, event_type = 0, None
     if command.command_type == CommandType.PAUSE:
-        sessions.filter(paused_at__isnull=True).exclude(status__in=SESSION_TERMINAL_STATES).update(
-            paused_at=command.completed_at, updated_at=now
+        changed = (
+            sessions.filter(paused_at__isnull=True)
+            .exclude(status__in=SESSION_TERMINAL_STATES)
+            .update(paused_at=command.completed_at, updated_at=now)
         )
+        event_type = EventType.SESSION_PAUSED
     elif command.command_type == CommandType.RESUME:
-        sessions.filter(paused_at__isnull=False).update(paused_at=None, updated_at=now)
+        changed = sessions.filter(paused_at__isnull=False).update(paused_at=None, updated_at=now)
+        event_type = EventType.SESSION_RESUMED
+    return [server_event(event_type, session=command.session_id, commandId=command.pk)] if changed else []
 
 
-def _complete_cancel(command: ControlCommand, fields: list[str], now: datetime) -> None:
+def _complete_cancel(command: ControlCommand, fields: list[str], now: datetime) -> list[NewEvent]:
     """Store the completed cancel and end its (live) session cancelled, with the session's pending commands.
 
     The command and the pending ones are written by one statement (an ended session has no pending commands,
-    so cancelling them is right whether or not the session was still live).
+    so cancelling them is right whether or not the session was still live). Returns the events it caused.
     """
+    pending = list(
+        ControlCommand.objects.filter(session_id=command.session_id, status=CommandStatus.PENDING)
+        .exclude(pk=command.pk)
+        .values_list("pk", "command_type")
+    )
     this = models.Q(pk=command.pk)
     pending_defaults = {
         "status": Value(CommandStatus.CANCELLED),
@@ -376,12 +442,27 @@ def _complete_cancel(command: ControlCommand, fields: list[str], now: datetime) 
     )
     # Not before the session started; a session that never started ends when the cancel completed.
     completed_at = Value(command.completed_at)
-    LocalSession.objects.filter(pk=command.session_id).exclude(status__in=SESSION_TERMINAL_STATES).update(
-        status=SessionStatus.CANCELLED,
-        completed_at=Greatest(Coalesce(F("started_at"), completed_at), completed_at),
-        paused_at=None,
-        updated_at=now,
+    ended = (
+        LocalSession.objects.filter(pk=command.session_id)
+        .exclude(status__in=SESSION_TERMINAL_STATES)
+        .update(
+            status=SessionStatus.CANCELLED,
+            completed_at=Greatest(Coalesce(F("started_at"), completed_at), completed_at),
+            paused_at=None,
+            updated_at=now,
+        )
     )
+    events = _commands_cancelled_events(command.session_id, pending, reason="session_cancelled")
+    if ended:
+        events.append(
+            server_event(
+                EventType.SESSION_ENDED,
+                session=command.session_id,
+                status=SessionStatus.CANCELLED,
+                commandId=command.pk,
+            )
+        )
+    return events
 
 
 @transaction.atomic
@@ -392,6 +473,11 @@ def command_cancel(*, command: ControlCommand, now: datetime | None = None) -> O
     updated = ControlCommand.objects.filter(pk=command.pk, status=CommandStatus.PENDING).update(
         status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
     )
+    if updated:
+        record_events(
+            command.thread_id,
+            *_commands_cancelled_events(command.session_id, [(command.pk, command.command_type)], reason="support"),
+        )
     return Outcome(command, changed=bool(updated))
 
 
@@ -424,10 +510,31 @@ def commands_expire(*, older_than: timedelta, now: datetime | None = None, dry_r
                 .order_by("pk")
                 .values_list("pk", flat=True)
             )
-            total += stale.filter(session_id__in=locked).update(
+            expired = list(
+                stale.filter(session_id__in=locked).values_list("pk", "command_type", "session_id", "thread_id")
+            )
+            total += ControlCommand.objects.filter(pk__in=[row[0] for row in expired]).update(
                 status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
             )
+            _record_cancelled_by_thread(expired, reason="expired")
     return ExpireSummary(cutoff, total, len(session_ids))
+
+
+def _record_cancelled_by_thread(rows, *, reason: str, ended_sessions=(), session_status=None, error=None) -> None:
+    """The events of a bulk job's batch: `rows` of (command id, type, session id, thread id) cancelled, and
+    `ended_sessions` of (session id, thread id) ended `session_status`. Threads in id order (no deadlock between two
+    jobs; every other writer locks one thread, after its sessions)."""
+    by_thread: dict = {}
+    for pk, command_type, session_id, thread_id in rows:
+        by_thread.setdefault(thread_id, []).extend(
+            _commands_cancelled_events(session_id, [(pk, command_type)], reason=reason)
+        )
+    for session_id, thread_id in ended_sessions:
+        by_thread.setdefault(thread_id, []).append(
+            server_event(EventType.SESSION_ENDED, session=session_id, status=session_status, error=error)
+        )
+    for thread_id in sorted(by_thread):
+        record_events(thread_id, *by_thread[thread_id])
 
 
 @dataclass(frozen=True)
@@ -475,14 +582,25 @@ def local_sessions_reap_lost(
                 .order_by("pk")
                 .values_list("pk", flat=True)
             )
-            commands += open_commands.filter(session_id__in=locked).update(
+            cancelled = list(
+                open_commands.filter(session_id__in=locked).values_list("pk", "command_type", "session_id", "thread_id")
+            )
+            commands += ControlCommand.objects.filter(pk__in=[row[0] for row in cancelled]).update(
                 status=CommandStatus.CANCELLED,
                 # never before its acknowledgement (a constraint), which a skewed daemon clock may put after now
                 completed_at=Greatest(Value(now), Coalesce("acknowledged_at", Value(now))),
                 updated_at=now,
             )
+            ended = list(LocalSession.objects.filter(pk__in=locked).values_list("pk", "thread_id"))
             sessions += LocalSession.objects.filter(pk__in=locked).update(
                 status=SessionStatus.FAILED, error=DAEMON_LOST, completed_at=now, paused_at=None, updated_at=now
+            )
+            _record_cancelled_by_thread(
+                cancelled,
+                reason=DAEMON_LOST,
+                ended_sessions=ended,
+                session_status=SessionStatus.FAILED,
+                error=DAEMON_LOST,
             )
     return ReapSummary(cutoff, sessions, commands)
 
@@ -527,3 +645,132 @@ def thread_delete(*, thread: Thread) -> None:
     if _live_sessions(thread).exists():
         raise Conflict(thread, "The thread has a live local session: end it before deleting the thread.")
     thread.delete()
+
+
+# --- thread events (the timeline) ------------------------------------------------------------------------------
+
+
+def thread_events_key(thread_id) -> str:
+    """The `acp.realtime` key a thread's event streams wait on."""
+    return f"thread-events:{thread_id}"
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    type: str
+    data: dict = dataclasses.field(default_factory=dict)
+    source: str = EventSource.SERVER
+    session_id: object = None
+    client_event_id: str | None = None
+    occurred_at: datetime | None = None
+
+
+@transaction.atomic(savepoint=False)
+def thread_events_append(*, thread_id, events: Sequence[NewEvent], now: datetime | None = None) -> list[ThreadEvent]:
+    """Append `events` to the thread's timeline, in order, in the caller's transaction; its streams wake when that
+    commits. Returns the stored events.
+
+    Sequences are gapless and strictly increasing per thread whatever runs concurrently: they are allocated from the
+    thread row, which stays locked until the transaction ends. An event whose `client_event_id` the thread already
+    has is not stored again (nor returned). Without client event ids this costs two statements. `NotFound` when the
+    thread does not exist.
+    """
+    if not events:
+        return []
+    now = now or timezone.now()
+    if any(event.client_event_id is not None for event in events):
+        # Locked before reading which ids it has, so a concurrent batch with the same ids waits and then sees them.
+        if not list(Thread.objects.select_for_update(no_key=True).filter(pk=thread_id).values_list("pk", flat=True)):
+            raise NotFound()
+        known = set(
+            ThreadEvent.objects.filter(
+                thread_id=thread_id, client_event_id__in=[e.client_event_id for e in events if e.client_event_id]
+            ).values_list("client_event_id", flat=True)
+        )
+        events = [event for event in events if event.client_event_id is None or event.client_event_id not in known]
+        if not events:
+            return []
+    last = _allocate_sequences(thread_id, len(events))
+    first = last - len(events) + 1
+    return ThreadEvent.objects.bulk_create(
+        ThreadEvent(
+            thread_id=thread_id,
+            session_id=event.session_id,
+            sequence=first + index,
+            type=event.type,
+            source=event.source,
+            data=event.data,
+            client_event_id=event.client_event_id,
+            occurred_at=event.occurred_at,
+            created_at=now,
+        )
+        for index, event in enumerate(events)
+    )
+
+
+def _allocate_sequences(thread_id, count: int) -> int:
+    """Reserve `count` sequences of the thread (its row stays locked until commit); the last one reserved.
+
+    The streams' NOTIFY rides on the same statement (one round trip fewer on every state change that records an
+    event); PostgreSQL delivers it on commit, as `acp.realtime.notify` would.
+    """
+    table = connection.ops.quote_name(Thread._meta.db_table)
+    sql = (
+        f'UPDATE {table} SET "last_event_sequence" = "last_event_sequence" + %s WHERE "id" = %s'
+        ' RETURNING "last_event_sequence"'
+    )
+    params = [count, Thread._meta.pk.get_db_prep_value(thread_id, connection)]
+    if connection.vendor == "postgresql":
+        sql += ", pg_notify(%s, %s)"
+        params += [realtime.CHANNEL, thread_events_key(thread_id)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound()
+    return row[0]
+
+
+def record_events(thread_id, *events: NewEvent) -> None:
+    """Record the server's own events on the thread's timeline, in the caller's transaction."""
+    thread_events_append(thread_id=thread_id, events=events)
+
+
+def server_event(type_: str, *, session=None, **data) -> NewEvent:
+    """One of the server's own events; `data` names the ids involved (as strings)."""
+    session_id = getattr(session, "pk", session)
+    if session_id is not None:
+        data.setdefault("sessionId", str(session_id))
+    data = {key: str(value) if isinstance(value, uuid.UUID) else value for key, value in data.items()}
+    return NewEvent(type=type_, data=data, session_id=session_id)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    processed: int
+    persisted: list[ThreadEvent]
+
+
+@transaction.atomic
+def thread_events_ingest(
+    *, thread_id, events: Sequence[NewEvent], sessions: QuerySet[LocalSession], now: datetime | None = None
+) -> IngestResult:
+    """Store a batch sent by a daemon or a user, all or nothing: every `session_id` must be among `sessions` (the
+    thread's sessions the caller may see), client event ids unique within the batch, no `occurred_at` in the future
+    (`InvalidInput` naming `events[i].<field>`). Events already stored under their client event id are skipped."""
+    now = now or timezone.now()
+    seen: set[str] = set()
+    for index, event in enumerate(events):
+        check_client_timestamps({f"events[{index}].occurredAt": event.occurred_at}, now)
+        if event.client_event_id is not None:
+            if event.client_event_id in seen:
+                raise InvalidInput({f"events[{index}].clientEventId": "Appears twice in the batch."})
+            seen.add(event.client_event_id)
+    session_ids = {event.session_id for event in events if event.session_id is not None}
+    if session_ids:
+        known = set(sessions.filter(pk__in=session_ids).values_list("pk", flat=True))
+        for index, event in enumerate(events):
+            if event.session_id is not None and event.session_id not in known:
+                raise InvalidInput({f"events[{index}].sessionId": "No such session in this thread."})
+    persisted = thread_events_append(thread_id=thread_id, events=events, now=now)
+    return IngestResult(len(events), persisted)

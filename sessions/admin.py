@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 
 from acp.admin import OwnedAdmin
 from acp.admin_json import pretty_json_field
+from commands.admin import timeline_link
 from sessions import services
 from sessions.models import Launch, Workspace
 
@@ -43,6 +44,7 @@ class LaunchAdmin(admin.ModelAdmin):
         "ack_payload_pretty",
         "thread",
         "local_session",
+        "timeline",
         "expires_at",
         "acknowledged_at",
         "timed_out_at",
@@ -73,6 +75,7 @@ class LaunchAdmin(admin.ModelAdmin):
                     "ack_payload_pretty",
                     "thread",
                     "local_session",
+                    "timeline",
                     "expires_at",
                     "acknowledged_at",
                     "timed_out_at",
@@ -85,6 +88,13 @@ class LaunchAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # launches come from the API, which hands them to a daemon
+
+    @admin.display(description="timeline")
+    def timeline(self, obj):
+        thread_id = obj.thread_id or obj.user_session_id
+        if thread_id is None:
+            return "—"  # no thread: the launch failed before one was created
+        return timeline_link("the thread's timeline", thread__id__exact=thread_id)
 
     def has_delete_permission(self, request, obj=None):
         return False  # launches are the record of what was asked and what happened

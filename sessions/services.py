@@ -8,6 +8,7 @@ session in the same transaction; the waiting request reads the result, or, at it
 acknowledgement and the timeout comes first wins, in any server process.
 """
 
+import dataclasses
 from datetime import timedelta
 
 from django.conf import settings
@@ -18,9 +19,15 @@ from acp import realtime
 from acp.domain import Conflict, InvalidInput, NotFound, Outcome
 from acp.models import Device
 from acp.references import gone_references, lock_model_fields, lock_row
-from commands.choices import SessionStatus
+from commands.choices import EventType, SessionStatus
 from commands.models import Thread
-from commands.services import local_session_create, thread_create
+from commands.services import (
+    local_session_create,
+    record_events,
+    server_event,
+    session_created_event,
+    thread_create,
+)
 from sessions.choices import AckStatus, LaunchErrorCode, LaunchStatus
 from sessions.models import Launch, Workspace
 
@@ -95,7 +102,18 @@ def launch_create(
     )
     if online:
         realtime.notify(machine_launches_key(machine.pk))
+    if user_session is not None:  # a new thread is created only if the daemon accepts: the events wait till then
+        outcome = [] if online else [EventType.LAUNCH_FAILED]
+        record_events(user_session.pk, *_launch_events(launch, EventType.LAUNCH_REQUESTED, *outcome))
     return launch
+
+
+def _launch_events(launch: Launch, *types: str, session=None):
+    """The launch's events, with its ids (and, once decided, its error code) in `data`."""
+    data = {"launchId": launch.pk, "workspaceId": launch.workspace_id, "machineId": launch.machine_id}
+    if launch.error_code:
+        data["errorCode"] = launch.error_code
+    return [server_event(event_type, session=session, **data) for event_type in types]
 
 
 def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = None, now=None) -> Outcome[Launch]:
@@ -144,10 +162,12 @@ def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = No
                 status=SessionStatus.RUNNING,
                 started_at=now,
                 metadata={"launch_id": str(launch.pk), "workspace_id": str(launch.workspace_id)},
+                record_event=False,  # recorded below with the launch's events, in one append
             )
         else:
             launch.status = LaunchStatus.FAILED
             launch.error_code = _daemon_error_code(payload)
+        _record_launch_outcome(launch)
         launch.save(
             update_fields=[
                 "status",
@@ -164,17 +184,39 @@ def launch_acknowledge(*, launch: Launch, status: str, payload: dict | None = No
     return Outcome(launch, changed=True)
 
 
+def _record_launch_outcome(launch: Launch) -> None:
+    """The daemon's answer on the thread's timeline, in one append: a new thread starts with the request that made
+    it, then the session's creation and the acknowledgement. A launch that failed before any thread existed has
+    no timeline: it stays in the launch's own record."""
+    thread_id = launch.thread_id or launch.user_session_id
+    if thread_id is None:
+        return
+    if launch.status != LaunchStatus.ACKNOWLEDGED:
+        record_events(thread_id, *_launch_events(launch, EventType.LAUNCH_FAILED))
+        return
+    events = []
+    if launch.user_session_id is None:
+        (requested,) = _launch_events(launch, EventType.LAUNCH_REQUESTED)
+        events.append(dataclasses.replace(requested, occurred_at=launch.created_at))
+    (acknowledged,) = _launch_events(launch, EventType.LAUNCH_ACKNOWLEDGED, session=launch.local_session_id)
+    record_events(thread_id, *events, session_created_event(launch.local_session), acknowledged)
+
+
+@transaction.atomic
 def launch_time_out(*, launch_id, now=None) -> Outcome[Launch | None]:
     """Move a `pending` launch to `timed_out`; `changed=False` (nothing changes) when it is no longer pending.
 
     One conditional UPDATE, so it never overwrites an acknowledgement that got in first; `obj` is the launch as it
-    then stands (None if it vanished).
+    then stands (None if it vanished). A caller's thread records `launch.timed_out`.
     """
     now = now or timezone.now()
     updated = Launch.objects.filter(pk=launch_id, status=LaunchStatus.PENDING).update(
         status=LaunchStatus.TIMED_OUT, error_code=LaunchErrorCode.DAEMON_TIMEOUT, timed_out_at=now, updated_at=now
     )
-    return Outcome(Launch.objects.filter(pk=launch_id).first(), changed=bool(updated))
+    launch = Launch.objects.filter(pk=launch_id).first()
+    if updated and launch.user_session_id is not None:
+        record_events(launch.user_session_id, *_launch_events(launch, EventType.LAUNCH_TIMED_OUT))
+    return Outcome(launch, changed=bool(updated))
 
 
 def _thread_title(launch: Launch) -> str:
@@ -199,6 +241,14 @@ def launches_expire(*, now=None, dry_run: bool = False) -> int:
     stale = Launch.objects.filter(status=LaunchStatus.PENDING, expires_at__lte=now)
     if dry_run:
         return stale.count()
-    return stale.update(
-        status=LaunchStatus.TIMED_OUT, error_code=LaunchErrorCode.DAEMON_TIMEOUT, timed_out_at=now, updated_at=now
-    )
+    with transaction.atomic():
+        # Locked (skipping none), so an acknowledgement cannot land between the read and the write.
+        rows = list(stale.select_for_update().order_by("pk").values_list("pk", "user_session_id"))
+        count = Launch.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+            status=LaunchStatus.TIMED_OUT, error_code=LaunchErrorCode.DAEMON_TIMEOUT, timed_out_at=now, updated_at=now
+        )
+        with_thread = [pk for pk, thread_id in rows if thread_id is not None]
+        launches = Launch.objects.filter(pk__in=with_thread).order_by("user_session_id", "pk")
+        for launch in launches:
+            record_events(launch.user_session_id, *_launch_events(launch, EventType.LAUNCH_TIMED_OUT))
+    return count

@@ -7,7 +7,8 @@ from django.utils import timezone
 from acp.models import ApiToken, Device, Environment, IdempotencyKey, PairingToken, Project
 from acp.services import pairing_token_create, token_create
 from bindings.models import SyncSession, WorkspaceBinding
-from commands.models import ControlCommand, LocalSession, Thread
+from commands.models import ControlCommand, LocalSession, Thread, ThreadEvent
+from commands.services import NewEvent, thread_events_append
 from sessions.models import Launch, Workspace
 
 
@@ -26,6 +27,9 @@ def build_world(user):
     thread = Thread.objects.create(user=user, environment=environment)
     session = LocalSession.objects.create(user=user, thread=thread, device=device, status="running")
     command = ControlCommand.objects.create(user=user, session=session, thread=thread, command_type="pause")
+    (event,) = thread_events_append(
+        thread_id=thread.pk, events=[NewEvent("output", source="daemon", session_id=session.pk)]
+    )
     workspace = Workspace.objects.create(user=user, name="w", project=project, default_machine=device)
     launch = Launch.objects.create(
         user=user, workspace=workspace, machine=device, expires_at=now + timedelta(seconds=10)
@@ -48,6 +52,7 @@ def build_world(user):
         Thread: thread,
         LocalSession: session,
         ControlCommand: command,
+        ThreadEvent: event,
         Workspace: workspace,
         Launch: launch,
     }

@@ -37,6 +37,7 @@ RESOURCES = [
     ("/v1/workspace-bindings", "bindings", "workspace binding"),
     ("/v1/threads/{threadId}/local-sessions/{localSessionId}/control", "control commands", "control command"),
     ("/v1/threads/{threadId}/local-sessions", "local sessions", "local session"),
+    ("/v1/threads/{threadId}/events", "thread events", "thread event"),
     ("/v1/threads", "threads", "thread"),
     ("/v1/devices", "devices", "device"),
     ("/v1/projects", "projects", "project"),

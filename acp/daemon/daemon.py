@@ -27,12 +27,14 @@ from dataclasses import dataclass, field
 
 from acp.daemon import __version__
 from acp.daemon.client import Api, Stopped, Unauthorized, Unavailable
+from acp.daemon.events import EventForwarder
 
 logger = logging.getLogger("acp.daemon")
 
 DEFAULT_COMMAND = f"{shlex.quote(sys.executable)} -m acp.daemon.echo_agent"
 CAPABILITIES = {"launch": True, "control": ["pause", "resume", "message", "cancel"]}
 TERMINATE_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+EVENTS_DRAIN_TIMEOUT = 10.0  # seconds an ended session's last events may take to reach the server
 SEEN_LAUNCH_MEMORY = 600.0  # seconds a handled launch id is remembered (longer than any launch deadline)
 
 
@@ -62,6 +64,8 @@ class Config:
     heartbeat_interval: float = 30.0
     min_backoff: float = 0.5
     max_backoff: float = 10.0
+    events_flush_interval: float = 0.2  # an output line reaches the server within this (plus the request)
+    events_buffer: int = 10_000  # events kept through an outage; beyond, the oldest go (a `gap` event says so)
 
 
 class Daemon:
@@ -157,6 +161,8 @@ class Daemon:
             process = subprocess.Popen(
                 shlex.split(self.config.command),
                 stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,  # forwarded to the thread's timeline (and echoed to our own)
+                stderr=subprocess.PIPE,
                 env={**os.environ, **_launch_environment(launch)},
                 start_new_session=True,  # its own process group: pause/resume/cancel reach its children too
             )
@@ -217,8 +223,27 @@ class RunningSession:
         self.ended = threading.Event()
         self._ending = threading.Lock()
         self._ended_by_us = False
+        config = daemon.config
+        self.events = EventForwarder(
+            self.api,
+            thread_id,
+            session_id,
+            flush_interval=config.events_flush_interval,
+            max_buffered=config.events_buffer,
+            min_backoff=config.min_backoff,
+            max_backoff=config.max_backoff,
+        )
+        self._readers = [
+            threading.Thread(
+                target=self._forward, args=(name, pipe, echo), name=f"{name}-{session_id[:8]}", daemon=True
+            )
+            for name, pipe, echo in (("stdout", process.stdout, sys.stdout), ("stderr", process.stderr, sys.stderr))
+            if pipe is not None
+        ]
 
     def start(self) -> None:
+        for reader in self._readers:
+            reader.start()
         threading.Thread(target=self._watch, name=f"watch-{self.session_id[:8]}", daemon=True).start()
         threading.Thread(target=self._control_loop, name=f"control-{self.session_id[:8]}", daemon=True).start()
 
@@ -226,17 +251,29 @@ class RunningSession:
         if not self.ended.is_set():
             self.api.post(f"{self.path}/heartbeat", {})
 
-    # --- the child ending by itself ---------------------------------------------------------------
+    # --- the child's output and its end -----------------------------------------------------------
+
+    def _forward(self, stream: str, pipe, echo) -> None:
+        """Each line the agent writes: to the timeline as an `output` event, and to our own stream."""
+        for raw in iter(pipe.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            print(line, file=echo, flush=True)
+            self.events.output(stream, line)
 
     def _watch(self) -> None:
         code = self.process.wait()
         if self.process.stdin is not None:
             with contextlib.suppress(OSError):  # a pipe whose reader is gone
                 self.process.stdin.close()
+        for reader in self._readers:
+            reader.join(TERMINATE_GRACE)  # its last lines before the exit event (a grandchild may hold the pipe)
+        self.events.add("exit", {"code": code, "pid": self.process.pid})
         with self._ending:
             if self._ended_by_us:
+                self.events.close(EVENTS_DRAIN_TIMEOUT)
                 return
             self.ended.set()
+        self.events.close(EVENTS_DRAIN_TIMEOUT)  # the agent's last words reach the timeline before its end
         status = "completed" if code == 0 else "failed"
         logger.info("session %s: the agent exited with %s: %s", self.session_id, code, status)
         with contextlib.suppress(Stopped, Unauthorized):
@@ -337,6 +374,7 @@ class RunningSession:
             self._complete("cancelled", "The daemon stopped.", retry=False)
         except (Stopped, Unauthorized, Unavailable) as exc:
             logger.warning("session %s: could not report it cancelled: %s", self.session_id, exc)
+        self.events.close(TERMINATE_GRACE)
 
 
 def _launch_environment(launch: dict) -> dict[str, str]:

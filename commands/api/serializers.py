@@ -1,13 +1,22 @@
 """Wire format of threads, local sessions and control commands (`/v1`, camelCase)."""
 
+from django.conf import settings
+from django.core.validators import RegexValidator
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 
 from acp.api.registry_serializers import OwnedModelSerializer
-from acp.api.serializers import JSONObjectField, OwnedPrimaryKeyRelatedField, RejectUnknownFieldsMixin
+from acp.api.serializers import (
+    JSONObjectField,
+    OwnedPrimaryKeyRelatedField,
+    RejectUnknownFieldsMixin,
+    StrictCharField,
+)
 from acp.models import Device, Environment, Project
 from bindings.models import WorkspaceBinding
-from commands.choices import SESSION_TERMINAL_STATES, CommandStatus, CommandType, SessionStatus
-from commands.models import ControlCommand, LocalSession, Thread
+from commands.choices import SESSION_TERMINAL_STATES, CommandStatus, CommandType, EventSource, SessionStatus
+from commands.models import ControlCommand, LocalSession, Thread, ThreadEvent
+from commands.services import NewEvent
 
 
 def _uuid(source: str, **kwargs):
@@ -190,3 +199,92 @@ class ControlCommandAckSerializer(serializers.Serializer):
         source="completed_at", required=False, allow_null=True, help_text="ISO 8601 timestamp."
     )
     payload = JSONObjectField(required=False, allow_null=True, help_text="Stored as the command's `result`.")
+
+
+# --- thread events -----------------------------------------------------------------------------------------------
+
+
+class ThreadEventSerializer(serializers.ModelSerializer):
+    threadId = _uuid("thread_id")
+    sessionId = _uuid("session_id", allow_null=True)
+    sequence = serializers.IntegerField(read_only=True, help_text="1, 2, 3… per thread, with no gap.")
+    type = serializers.CharField(read_only=True)
+    source = serializers.ChoiceField(choices=EventSource.choices, read_only=True)
+    data = JSONObjectField(read_only=True)
+    clientEventId = serializers.CharField(source="client_event_id", read_only=True, allow_null=True)
+    occurredAt = serializers.DateTimeField(source="occurred_at", read_only=True, allow_null=True)
+    createdAt = serializers.DateTimeField(source="created_at", read_only=True)
+
+    class Meta:
+        model = ThreadEvent
+        fields = [
+            "id", "threadId", "sessionId", "sequence", "type", "source", "data", "clientEventId", "occurredAt",
+            "createdAt",
+        ]  # fmt: skip
+
+
+EVENT_TYPE = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "Letters, digits and _ . : - only.")
+
+
+class IngestEventSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    type = StrictCharField(max_length=64, validators=[EVENT_TYPE])
+    sessionId = serializers.UUIDField(source="session_id", required=False, allow_null=True)
+    data = JSONObjectField(required=False, default=dict)
+    clientEventId = StrictCharField(source="client_event_id", max_length=200, required=False, allow_null=True)
+    occurredAt = serializers.DateTimeField(source="occurred_at", required=False, allow_null=True)
+
+    def validate_data(self, value):
+        size = len(JSONRenderer().render(value))
+        if size > settings.ACP_EVENT_MAX_BYTES:
+            raise serializers.ValidationError(
+                f"{size} bytes; an event's data may have at most {settings.ACP_EVENT_MAX_BYTES}."
+            )
+        return value
+
+
+class ThreadEventIngestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    events = IngestEventSerializer(many=True, allow_empty=False)
+
+    def validate_events(self, value):
+        if len(value) > settings.ACP_EVENTS_PER_BATCH:
+            raise serializers.ValidationError(
+                f"{len(value)} events; a batch may have at most {settings.ACP_EVENTS_PER_BATCH}."
+            )
+        return value
+
+    def new_events(self, source: str) -> list[NewEvent]:
+        return [NewEvent(source=source, **event) for event in self.validated_data["events"]]
+
+
+class ThreadEventIngestResultSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    eventsProcessed = serializers.IntegerField(help_text="How many events the batch had.")
+    persistedCount = serializers.IntegerField(help_text="How many were new (not already stored by clientEventId).")
+
+
+EVENT_PAGE_MAX = 500
+
+
+class ThreadEventParamsSerializer(serializers.Serializer):
+    """The query of `GET /v1/threads/{id}/events`; unknown parameters are refused by the view."""
+
+    after = serializers.IntegerField(min_value=0, required=False, help_text="A sequence or cursor: events after it.")
+    cursor = serializers.IntegerField(min_value=0, required=False, help_text="`next_cursor` of a previous page.")
+    before = serializers.IntegerField(min_value=1, required=False, help_text="Only events before this sequence.")
+    limit = serializers.IntegerField(min_value=1, max_value=EVENT_PAGE_MAX, default=100)
+    sessionId = serializers.UUIDField(source="session_id", required=False)
+    type = serializers.CharField(required=False, help_text="One type, or several separated by commas.")
+    source = serializers.ChoiceField(choices=EventSource.choices, required=False)
+    stream = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+    def validate_type(self, value):
+        types = [item.strip() for item in value.split(",")]
+        if not all(types):
+            raise serializers.ValidationError("An empty type.")
+        return types
+
+    def validate(self, attrs):
+        if "after" in attrs and "cursor" in attrs:
+            raise serializers.ValidationError({"cursor": ["Give after or cursor, not both."]})
+        attrs["after"] = attrs.pop("cursor", attrs.get("after", 0))
+        return attrs

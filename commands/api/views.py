@@ -1,10 +1,14 @@
 """`/v1/threads`, their local sessions and the sessions' control commands."""
 
+from django.conf import settings
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from acp.api.idempotency import idempotent
@@ -15,6 +19,7 @@ from acp.api.query_params import refuse_unknown_query_params
 from acp.api.schema import envelope_serializer
 from acp.api.serializers import ErrorSerializer
 from acp.api.viewsets import OwnedViewSetMixin
+from acp.sse import MEDIA_TYPE, EventStream, EventStreamRenderer, wants_stream
 from commands import selectors, services
 from commands.api.serializers import (
     ControlCommandAckSerializer,
@@ -24,11 +29,16 @@ from commands.api.serializers import (
     LocalSessionCreateSerializer,
     LocalSessionHeartbeatSerializer,
     LocalSessionSerializer,
+    ThreadEventIngestResultSerializer,
+    ThreadEventIngestSerializer,
+    ThreadEventParamsSerializer,
+    ThreadEventSerializer,
     ThreadSerializer,
     ThreadUpdateSerializer,
 )
+from commands.choices import EventSource
 from commands.filtersets import ControlCommandFilterSet, LocalSessionFilterSet, ThreadFilterSet
-from commands.models import ControlCommand, LocalSession, Thread
+from commands.models import ControlCommand, LocalSession, Thread, ThreadEvent
 
 SessionEnvelope = envelope_serializer("session", LocalSessionSerializer)
 CommandEnvelope = envelope_serializer("command", ControlCommandSerializer)
@@ -276,3 +286,152 @@ class ControlCommandViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.G
                 on_timeout=lambda: (200, envelope),
             )
         )
+
+
+EVENT_PARAMETERS = [
+    OpenApiParameter("after", OpenApiTypes.INT, description="A sequence (or cursor): only events after it."),
+    OpenApiParameter("cursor", OpenApiTypes.STR, description="`next_cursor` of a previous page (same as `after`)."),
+    OpenApiParameter("before", OpenApiTypes.INT, description="Only events before this sequence (not with stream)."),
+    OpenApiParameter("limit", OpenApiTypes.INT, description="1–500 (default 100); with stream, end after as many."),
+    OpenApiParameter("sessionId", OpenApiTypes.UUID, description="Only this local session's events."),
+    OpenApiParameter("type", OpenApiTypes.STR, description="Only these types (comma-separated)."),
+    OpenApiParameter("source", OpenApiTypes.STR, enum=EventSource.values, description="Only events from this source."),
+    OpenApiParameter(
+        "stream",
+        OpenApiTypes.BOOL,
+        description="true: Server-Sent Events (also with `Accept: text/event-stream`): the backlog, then live events.",
+    ),
+    OpenApiParameter(
+        "Last-Event-ID", OpenApiTypes.INT, OpenApiParameter.HEADER, description="Resume a stream after this sequence."
+    ),
+]
+EventPage = inline_serializer(
+    "ThreadEventPage",
+    {
+        "object": serializers.ChoiceField(choices=["list"]),
+        "data": ThreadEventSerializer(many=True),
+        "total_count": serializers.IntegerField(help_text="How many events match, from `after` on."),
+        "has_more": serializers.BooleanField(),
+        "next_cursor": serializers.CharField(allow_null=True, help_text="Pass as `cursor` (or `after`) to continue."),
+    },
+)
+EventMessage = inline_serializer(
+    "ThreadEventStreamMessage",
+    {
+        "id": serializers.CharField(help_text="The event's sequence (send it back as Last-Event-ID)."),
+        "data": serializers.CharField(help_text="The event, as a ThreadEvent JSON document."),
+        "event": serializers.CharField(required=False, help_text="Not sent: every message is a plain `message`."),
+    },
+)
+SSE_DESCRIPTION = (
+    "Each event is `id: <sequence>` and `data: <event JSON>`; a `: keepalive` comment every `ACP_STREAM_HEARTBEAT` "
+    "seconds; the server ends the stream after `ACP_STREAM_MAX_SECONDS` (reconnect with `Last-Event-ID`)."
+)
+
+
+class ThreadEventViewSet(viewsets.GenericViewSet):
+    """A thread's timeline: what its daemon, its user and the server recorded, in order (`sequence`)."""
+
+    queryset = ThreadEvent.objects.all()
+    serializer_class = ThreadEventSerializer
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+    pagination_class = None
+    device_token_actions = ("read", "ingest")
+
+    def get_thread(self) -> Thread:
+        threads = selectors.threads_visible(user=self.request.user, device_id=token_device_id(self.request))
+        return get_object_or_404(threads.only("id"), pk=self.kwargs["threadId"])
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(getattr(response, "accepted_renderer", None), EventStreamRenderer):
+            response.accepted_renderer = JSONRenderer()  # errors (and pages) are JSON whatever was asked
+            response.accepted_media_type = "application/json"
+        return response
+
+    @extend_schema(
+        parameters=EVENT_PARAMETERS,
+        responses={(200, "application/json"): EventPage, (200, MEDIA_TYPE): EventMessage},
+        summary="List or stream a thread's events, oldest first",
+        description=SSE_DESCRIPTION,
+    )
+    def read(self, request, *args, **kwargs):  # not "list": one page envelope, not an array, in the schema
+        params = self.event_params(request)
+        thread = self.get_thread()
+        if wants_stream(request, params.pop("stream")):
+            return self.stream(request, thread, params)
+        limit = params.pop("limit")
+        rows, total = selectors.events_page(thread_id=thread.pk, limit=limit, **params)
+        envelope = list_envelope(ThreadEventSerializer(rows, many=True).data, total, total > len(rows))
+        last = rows[-1].sequence if rows else params["after"]
+        envelope["next_cursor"] = str(last) if last else None
+        return Response(envelope)
+
+    @staticmethod
+    def event_params(request) -> dict:
+        refuse_unknown_query_params(request, None, allowed=ThreadEventParamsSerializer().fields)
+        repeated = sorted(name for name, values in request.query_params.lists() if len(values) > 1)
+        if repeated:
+            raise ValidationError({name: ["Given more than once."] for name in repeated})
+        empty = sorted(name for name, value in request.query_params.items() if value == "")
+        if empty:  # DRF would read an empty optional parameter as absent: a filter silently dropped
+            raise ValidationError({name: ["May not be empty."] for name in empty})
+        params = ThreadEventParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = dict(params.validated_data)
+        data["types"] = data.pop("type", None)
+        return data
+
+    def stream(self, request, thread: Thread, params: dict) -> Response:
+        if params.get("before") is not None:
+            raise ValidationError({"before": ["A stream has no end: before cannot be used with stream."]})
+        after = params.pop("after")
+        last_event_id = request.headers.get("Last-Event-ID")
+        if last_event_id:
+            if not last_event_id.isdigit():
+                raise ValidationError({"Last-Event-ID": ["Must be an event's sequence."]})
+            after = int(last_event_id)  # a reconnection resumes where it stopped, whatever the URL says
+        limit = params.pop("limit")
+        limit = limit if "limit" in request.query_params else None
+        page_size = 100
+        filters = {key: value for key, value in params.items() if key != "before"}
+
+        def fetch(position: int) -> list[tuple[int, str]]:
+            rows, _ = selectors.events_page(thread_id=thread.pk, after=position, limit=page_size, **filters)
+            renderer = JSONRenderer()
+            return [(row.sequence, renderer.render(ThreadEventSerializer(row).data).decode()) for row in rows]
+
+        response = Response(status=200)
+        response.event_stream = EventStream(
+            key=services.thread_events_key(thread.pk),
+            after=after,
+            fetch=fetch,
+            page_size=page_size,
+            heartbeat=settings.ACP_STREAM_HEARTBEAT,
+            max_seconds=settings.ACP_STREAM_MAX_SECONDS,
+            limit=limit,
+        )
+        return response
+
+    @extend_schema(
+        request=ThreadEventIngestSerializer,
+        responses={200: ThreadEventIngestResultSerializer},
+        summary="Append a batch of events to a thread's timeline (the daemon's ingest)",
+        description=(
+            "All or nothing. An event whose `clientEventId` the thread already has is not stored again "
+            "(`persistedCount` counts only new ones). A device token may ingest into threads with a session on its "
+            "device (`source` daemon); a user token into its own threads (`source` user)."
+        ),
+    )
+    @action(detail=False, methods=["post"], url_path="ingest")
+    def ingest(self, request, *args, **kwargs):
+        thread = self.get_thread()
+        payload = ThreadEventIngestSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        device_id = token_device_id(request)
+        result = services.thread_events_ingest(
+            thread_id=thread.pk,
+            events=payload.new_events(EventSource.USER if device_id is None else EventSource.DAEMON),
+            sessions=selectors.sessions_visible(user=request.user, thread_id=thread.pk, device_id=device_id),
+        )
+        return Response({"success": True, "eventsProcessed": result.processed, "persistedCount": len(result.persisted)})

@@ -19,7 +19,8 @@ from acp.cleanup import cleanup_targets, referencing_relations
 from acp.models import ApiToken, IdempotencyKey, PairingToken
 from acp.services import pairing_token_create, token_create
 from bindings.models import SyncSession
-from commands.models import ControlCommand, LocalSession
+from commands.models import ControlCommand, LocalSession, Thread, ThreadEvent
+from commands.services import NewEvent, thread_events_append
 from sessions.models import Launch
 from tests.factories import build_world
 
@@ -89,11 +90,20 @@ def doomed_rows(world, user):
             )
         ),
         LocalSession: ended_session,
+        ThreadEvent: ended_thread_event(user, device),
         IdempotencyKey: aged(
             IdempotencyKey.objects.create(user=user, key="old", request_fingerprint="0" * 64), created_at=OLD
         ),
         "stranded command": stranded,
     }
+
+
+def ended_thread_event(user, device):
+    """An old event of a thread whose only session ended long ago."""
+    thread = Thread.objects.create(user=user, title="done")
+    aged(LocalSession.objects.create(user=user, thread=thread, device=device, status="failed", completed_at=OLD))
+    (event,) = thread_events_append(thread_id=thread.pk, events=[NewEvent("session.ended")], now=OLD)
+    return event
 
 
 def aged_token(user):

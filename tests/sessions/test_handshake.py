@@ -278,8 +278,9 @@ def test_ack_ok_creates_the_thread_and_session_and_returns_the_launch(
 ):
     launch = make_launch(workspace, initial_prompt="")
     # token, launch, machine FOR KEY SHARE, launch FOR UPDATE, thread, session's references FOR KEY SHARE,
-    # session, update, notify; + savepoints (4 of them the commands services' own, 2 the test transaction's)
-    with django_assert_max_num_queries(15):
+    # session, update, notify; + savepoints (4 of them the commands services' own, 2 the test transaction's);
+    # + the timeline's one append (sequence, insert)
+    with django_assert_max_num_queries(17):
         response = device_api.post(ack_url(launch), {"status": "ok", "payload": {"pid": 7}}, format="json")
     assert response.status_code == 200, response.content
     body = response.json()

@@ -1,0 +1,102 @@
+"""Server-Sent Events: serve a DRF view's stream as an async response that holds no thread or connection idle.
+
+The DRF view authenticates, validates and answers errors as usual; to stream, it returns a response carrying an
+`EventStream` (`response.event_stream`). The wrapper then sends the backlog and every later event as it commits,
+woken through `acp.realtime` (NOTIFY from the writer's transaction), with a comment heartbeat, and ends the stream
+after `max_seconds` (clients reconnect with `Last-Event-ID` and lose nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.http import StreamingHttpResponse
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+
+from acp.db_release import run_released
+from acp.realtime import recheck_interval, subscribe
+from acp.serving.request_threads import released_request_thread
+
+MEDIA_TYPE = "text/event-stream"
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets DRF accept `Accept: text/event-stream`; the body itself is written by `event_stream_view`."""
+
+    media_type = MEDIA_TYPE
+    format = "sse"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return JSONRenderer().render(data, renderer_context=renderer_context)
+
+
+def wants_stream(request, stream_param: bool | None) -> bool:
+    """`stream=true`, or no `stream` parameter and an Accept header naming the SSE media type."""
+    if stream_param is not None:
+        return stream_param
+    return MEDIA_TYPE in request.headers.get("Accept", "")
+
+
+@dataclass
+class EventStream:
+    key: str  # the acp.realtime key the writers notify
+    after: int  # the last position the client has
+    fetch: Callable[[int], list[tuple[int, str]]]  # positions after `after` → [(position, JSON text)], in order
+    page_size: int  # `fetch` returns at most this many; fewer means it is caught up
+    heartbeat: float
+    max_seconds: float
+    limit: int | None = None  # end after this many events
+
+
+def event_stream_view(drf_view):
+    """Wrap `drf_view` (from `.as_view()`): a response with an `event_stream` becomes a `text/event-stream`."""
+
+    @functools.wraps(drf_view)
+    async def view(request, *args, **kwargs):
+        response = await sync_to_async(run_released)(lambda: drf_view(request, *args, **kwargs))
+        stream = getattr(response, "event_stream", None)
+        if stream is None:
+            return response
+        del response
+        streaming = StreamingHttpResponse(_events(stream), content_type=MEDIA_TYPE)
+        streaming["Cache-Control"] = "no-cache"
+        streaming["X-Accel-Buffering"] = "no"  # a proxy must pass each event on at once
+        return streaming
+
+    return view
+
+
+async def _events(stream: EventStream) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + stream.max_seconds
+    after, sent = stream.after, 0
+    async with released_request_thread():
+        subscription = await sync_to_async(subscribe, thread_sensitive=False)(stream.key)
+        try:
+            yield b": connected\n\n"  # the client has its headers at once
+            next_heartbeat = loop.time() + stream.heartbeat
+            while True:
+                batch = await sync_to_async(run_released, thread_sensitive=False)(
+                    functools.partial(stream.fetch, after)
+                )
+                for position, payload in batch:
+                    yield f"id: {position}\ndata: {payload}\n\n".encode()
+                    after, sent = position, sent + 1
+                    if stream.limit is not None and sent >= stream.limit:
+                        return
+                if len(batch) >= stream.page_size:
+                    continue
+                now = loop.time()
+                if now >= deadline:
+                    return
+                if now >= next_heartbeat:
+                    yield b": keepalive\n\n"
+                    next_heartbeat = now + stream.heartbeat
+                await subscription.wait(min(deadline, next_heartbeat, now + recheck_interval()) - now)
+        finally:
+            subscription.close()
