@@ -18,8 +18,9 @@ HEADERS = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "X-RateL
 def limits(settings):
     settings.ACP_RATELIMIT_ENABLED = True
     settings.ACP_RATELIMIT_STORAGE_URL = "memory://"
-    settings.ACP_RATELIMIT_USER = "3/minute"
-    settings.ACP_RATELIMIT_DEVICE = "5/minute"
+    # Hour windows: fixed windows end on the clock, and a test that crossed a minute's end would see a fresh budget.
+    settings.ACP_RATELIMIT_USER = "3/hour"
+    settings.ACP_RATELIMIT_DEVICE = "5/hour"
     return settings
 
 
@@ -36,7 +37,7 @@ def assert_rate_limited(response, *, limit, bucket):
     assert body["details"]["bucket"] == bucket
     assert body["details"]["limit"] == limit
     retry_after = int(response["Retry-After"])
-    assert 1 <= retry_after <= 60
+    assert 1 <= retry_after <= 3600
     assert body["details"]["retryAfter"] == retry_after
     assert response["RateLimit-Limit"] == response["X-RateLimit-Limit"] == str(limit)
     assert response["RateLimit-Remaining"] == response["X-RateLimit-Remaining"] == "0"
