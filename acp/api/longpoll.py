@@ -16,7 +16,6 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
 from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
@@ -25,6 +24,7 @@ from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
 from acp.api.pagination import MAX_LIMIT
+from acp.db_release import run_released
 from acp.realtime import recheck_interval, subscribe
 from acp.serving.request_threads import released_request_thread
 from acp.shutdown import is_shutting_down
@@ -139,12 +139,3 @@ async def wait_for(poll: LongPoll) -> Any:
 
 async def _run(function: Check) -> Any:
     return await sync_to_async(run_released, thread_sensitive=False)(function)
-
-
-def run_released(function: Callable[[], Any]) -> Any:
-    """Run `function`, then give its thread's database connection back so no waiter holds one."""
-    try:
-        return function()
-    finally:
-        if not connection.in_atomic_block:
-            connection.close()

@@ -2,7 +2,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from acp.api.longpoll import long_poll_view
-from acp.sse import event_stream_view
+from acp.api.sse import event_stream_view
 from commands.api import views
 
 SESSIONS = "threads/<uuid:threadId>/local-sessions"

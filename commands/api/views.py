@@ -18,8 +18,8 @@ from acp.api.permissions import token_device_id
 from acp.api.query_params import refuse_unknown_query_params
 from acp.api.schema import envelope_serializer
 from acp.api.serializers import ErrorSerializer
+from acp.api.sse import MEDIA_TYPE, EventStream, EventStreamRenderer, EventStreamResponse, wants_stream
 from acp.api.viewsets import OwnedViewSetMixin
-from acp.sse import MEDIA_TYPE, EventStream, EventStreamRenderer, wants_stream
 from commands import selectors, services
 from commands.api.serializers import (
     ControlCommandAckSerializer,
@@ -382,7 +382,7 @@ class ThreadEventViewSet(viewsets.GenericViewSet):
         data["types"] = data.pop("type", None)
         return data
 
-    def stream(self, request, thread: Thread, params: dict) -> Response:
+    def stream(self, request, thread: Thread, params: dict) -> EventStreamResponse:
         if params.get("before") is not None:
             raise ValidationError({"before": ["A stream has no end: before cannot be used with stream."]})
         after = params.pop("after")
@@ -401,17 +401,17 @@ class ThreadEventViewSet(viewsets.GenericViewSet):
             renderer = JSONRenderer()
             return [(row.sequence, renderer.render(ThreadEventSerializer(row).data).decode()) for row in rows]
 
-        response = Response(status=200)
-        response.event_stream = EventStream(
-            key=services.thread_events_key(thread.pk),
-            after=after,
-            fetch=fetch,
-            page_size=page_size,
-            heartbeat=settings.ACP_STREAM_HEARTBEAT,
-            max_seconds=settings.ACP_STREAM_MAX_SECONDS,
-            limit=limit,
+        return EventStreamResponse(
+            EventStream(
+                key=services.thread_events_key(thread.pk),
+                after=after,
+                fetch=fetch,
+                page_size=page_size,
+                heartbeat=settings.ACP_STREAM_HEARTBEAT,
+                max_seconds=settings.ACP_STREAM_MAX_SECONDS,
+                limit=limit,
+            )
         )
-        return response
 
     @extend_schema(
         request=ThreadEventIngestSerializer,

@@ -1,9 +1,9 @@
 """Server-Sent Events: serve a DRF view's stream as an async response that holds no thread or connection idle.
 
-The DRF view authenticates, validates and answers errors as usual; to stream, it returns a response carrying an
-`EventStream` (`response.event_stream`). The wrapper then sends the backlog and every later event as it commits,
-woken through `acp.realtime` (NOTIFY from the writer's transaction), with a comment heartbeat, and ends the stream
-after `max_seconds` (clients reconnect with `Last-Event-ID` and lose nothing).
+The DRF view authenticates, validates and answers errors as usual; to stream, it returns an `EventStreamResponse`
+(an `EventStream` to serve), which only `event_stream_view` can send. The wrapper then sends the backlog and every
+later event as it commits, woken through `acp.realtime` (NOTIFY from the writer's transaction), with a comment heartbeat, and ends the stream
+after `max_seconds`, or at once when the server shuts down (clients reconnect with `Last-Event-ID` and lose nothing).
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.http import StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
 
 from acp.db_release import run_released
 from acp.realtime import recheck_interval, subscribe
 from acp.serving.request_threads import released_request_thread
+from acp.shutdown import is_shutting_down
 
 MEDIA_TYPE = "text/event-stream"
 
@@ -53,15 +56,27 @@ class EventStream:
     limit: int | None = None  # end after this many events
 
 
+class EventStreamResponse(Response):
+    """A DRF view's answer "stream this"; only `event_stream_view` can serve it."""
+
+    def __init__(self, stream: EventStream):
+        super().__init__()
+        self.stream = stream
+
+    @property
+    def rendered_content(self):
+        raise ImproperlyConfigured("An EventStreamResponse must be served through acp.api.sse.event_stream_view.")
+
+
 def event_stream_view(drf_view):
-    """Wrap `drf_view` (from `.as_view()`): a response with an `event_stream` becomes a `text/event-stream`."""
+    """Wrap `drf_view` (from `.as_view()`): an `EventStreamResponse` becomes a `text/event-stream`."""
 
     @functools.wraps(drf_view)
     async def view(request, *args, **kwargs):
         response = await sync_to_async(run_released)(lambda: drf_view(request, *args, **kwargs))
-        stream = getattr(response, "event_stream", None)
-        if stream is None:
+        if not isinstance(response, EventStreamResponse):
             return response
+        stream = response.stream
         del response
         streaming = StreamingHttpResponse(_events(stream), content_type=MEDIA_TYPE)
         streaming["Cache-Control"] = "no-cache"
@@ -92,7 +107,7 @@ async def _events(stream: EventStream) -> AsyncIterator[bytes]:
                 if len(batch) >= stream.page_size:
                     continue
                 now = loop.time()
-                if now >= deadline:
+                if now >= deadline or is_shutting_down():  # a deploy: end cleanly, the client resumes elsewhere
                     return
                 if now >= next_heartbeat:
                     yield b": keepalive\n\n"
