@@ -2,8 +2,9 @@
 
 The DRF view authenticates, validates and answers errors as usual; to stream, it returns an `EventStreamResponse`
 (an `EventStream` to serve), which only `event_stream_view` can send. The wrapper then sends the backlog and every
-later event as it commits, woken through `acp.realtime` (NOTIFY from the writer's transaction), with a comment heartbeat, and ends the stream
-after `max_seconds`, or at once when the server shuts down (clients reconnect with `Last-Event-ID` and lose nothing).
+later event as it commits, woken through `acp.realtime` (NOTIFY from the writer's transaction), with a comment
+heartbeat, and ends the stream after `max_seconds`, or at once when the server shuts down (clients reconnect with
+`Last-Event-ID` and lose nothing).
 """
 
 from __future__ import annotations
