@@ -14,6 +14,7 @@ from django.db import connection
 
 from acp.models import IdempotencyKey
 from sessions.models import Launch
+from tests.concurrency import run_concurrently
 from tests.conftest import make_client, make_token, make_user
 from tests.factories import build_world
 from tests.urlconf import api_patterns, route_methods, view_method
@@ -124,22 +125,12 @@ def test_concurrent_duplicates_make_one_row_and_no_5xx(route, callback):
     token = make_token(user)
     path, body = path_of(route, world), CASES[route](world)
     rows_before = created_rows(callback)
-    barrier = threading.Barrier(4)
-    answers = []
 
     def post():
-        try:
-            barrier.wait()
-            response = make_client(token).post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="same")
-            answers.append((response.status_code, response.json()))
-        finally:
-            connection.close()
+        response = make_client(token).post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="same")
+        return response.status_code, response.json()
 
-    threads = [threading.Thread(target=post) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    answers = run_concurrently([post] * 4)
     assert len(answers) == 4
     assert all(status < 500 for status, _ in answers), answers
     assert len({repr(answer) for answer in answers}) == 1, answers

@@ -9,7 +9,6 @@ Each pair runs a few times in two real threads on real PostgreSQL connections, r
 nothing refers to a missing row and the writer's answer agrees with what is stored.
 """
 
-import threading
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 from django.apps import apps
-from django.db import IntegrityError, connection, models, transaction
+from django.db import IntegrityError, models, transaction
 from django.urls import URLResolver, get_resolver, reverse
 from django.utils import timezone
 
@@ -29,6 +28,7 @@ from bindings.models import SyncSession, WorkspaceBinding
 from commands.models import ControlCommand, LocalSession, Thread
 from sessions.choices import LaunchStatus
 from sessions.models import Launch, Workspace
+from tests.concurrency import run_concurrently
 from tests.conftest import make_client, make_token, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -300,25 +300,12 @@ def request(token, method, path, body=None):
 
 
 def run_together(*calls):
-    barrier = threading.Barrier(len(calls))
-    results = [None] * len(calls)
-
-    def worker(index, call):
-        try:
-            barrier.wait(timeout=10)
-            results[index] = call()
-        except Exception:  # an exception escaping the client is a crash, reported as one
-            results[index] = (599, traceback.format_exc())
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not any(thread.is_alive() for thread in threads), "a request never returned"
-    return results
+    """The calls' answers, released together; an exception escaping the client is a crash, reported as a 599."""
+    results = run_concurrently(list(calls), timeout=30)
+    return [
+        (599, "".join(traceback.format_exception(result))) if isinstance(result, Exception) else result
+        for result in results
+    ]
 
 
 def written_id(body):

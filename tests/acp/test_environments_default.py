@@ -1,12 +1,13 @@
 """Environments: one default per user (database-enforced), the complete list, and fields ACP cannot act on."""
 
-import threading
+import functools
 
 import pytest
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, transaction
 
 from acp import services
 from acp.models import Environment
+from tests.concurrency import run_concurrently
 from tests.conftest import make_client, make_token, make_user
 
 pytestmark = pytest.mark.django_db
@@ -95,25 +96,14 @@ def test_the_list_is_complete_without_limit_and_paged_with_one(api, user, django
 def test_concurrent_first_creates_and_get_default_leave_one_default():
     user = make_user("racer")
     token = make_token(user)
-    barrier = threading.Barrier(6)
-    statuses = []
 
-    def worker(i):
-        try:
-            api = make_client(token)
-            barrier.wait(timeout=10)
-            if i % 2:
-                statuses.append(api.post("/v1/environments", {"name": f"e{i}"}, format="json").status_code)
-            else:
-                statuses.append(api.get("/v1/environments/default").status_code)
-        finally:
-            close_old_connections()
+    def call(i):
+        api = make_client(token)
+        if i % 2:
+            return api.post("/v1/environments", {"name": f"e{i}"}, format="json").status_code
+        return api.get("/v1/environments/default").status_code
 
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=30)
+    statuses = run_concurrently([functools.partial(call, i) for i in range(6)], timeout=30)
     assert all(code in (200, 201) for code in statuses) and len(statuses) == 6
     assert len(default_ids(user)) == 1
     assert services.environment_default(user=user).changed is False

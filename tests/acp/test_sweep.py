@@ -15,7 +15,7 @@ from commands.models import ControlCommand, LocalSession
 from commands.services import thread_create
 from sessions.models import Launch, Workspace
 from tests.commands.conftest import make_command
-from tests.commands.test_concurrency import run_concurrently
+from tests.concurrency import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,6 +4,7 @@ These tests commit (transaction=True), so they also show the prepare's query cou
 there the service's transaction is the outermost one, with no savepoint around it.
 """
 
+import functools
 import threading
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ from django.db import connection, transaction
 from acp.serving import optimised
 from bindings.models import SyncSession
 from tests.bindings.helpers import key_of, sessions_url
+from tests.concurrency import run_concurrently
 from tests.conftest import make_client, make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,26 +25,9 @@ PLAN = {"files": ["a", "b"], "base": "snap"}
 
 
 def run_together(count, work):
-    """Run work(i) in `count` threads released at once by a barrier; return their results in order."""
-    barrier = threading.Barrier(count)
-    results = [None] * count
-    errors = []
-
-    def worker(index):
-        try:
-            barrier.wait(timeout=30)
-            results[index] = work(index)
-        except Exception as exc:  # reported below: a thread's failure must fail the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a prepare never returned"
+    """Run work(i) in `count` threads released at once; return their results in order (a failure fails the test)."""
+    results = run_concurrently([functools.partial(work, i) for i in range(count)])
+    errors = [result for result in results if isinstance(result, Exception)]
     assert not errors, errors
     return results
 

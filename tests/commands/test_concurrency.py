@@ -1,43 +1,19 @@
 """Races on real PostgreSQL connections: each thread is a client with its own connection."""
 
 import random
-import threading
 from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 
 from acp.models import IdempotencyKey
 from commands.models import ControlCommand, LocalSession
 from commands.services import commands_expire
 from tests.commands.conftest import command_url, control_url, make_command, session_url
+from tests.concurrency import run_concurrently
 from tests.conftest import make_client, make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_concurrently(calls):
-    """Run each call in its own thread, released together; return their results in order."""
-    barrier = threading.Barrier(len(calls))
-    results = [None] * len(calls)
-
-    def worker(index, call):
-        try:
-            barrier.wait(timeout=10)
-            results[index] = call()
-        except Exception as exc:  # surfaced by the assertions below
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i, call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads)
-    return results
 
 
 @pytest.mark.parametrize("command_type", ["message", "cancel", "pause"])

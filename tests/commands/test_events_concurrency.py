@@ -5,7 +5,7 @@ from django.db import IntegrityError
 
 from commands.models import ThreadEvent
 from commands.services import NewEvent, thread_events_append
-from tests.commands.test_concurrency import run_concurrently
+from tests.concurrency import run_concurrently
 from tests.conftest import make_client, make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
