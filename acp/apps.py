@@ -6,6 +6,7 @@ class AcpConfig(composition.AcpAppConfig):
     verbose_name = "ACP registry"
     retention = "acp.selectors.retention_targets"
     dashboard = "acp.selectors.dashboard_counts"
+    sweep_jobs = ("acp.jobs.forget_old_sign_ins",)
     support_actions = (
         ("apitoken", "revoke_apitoken", "Can revoke API keys"),
         ("pairingtoken", "revoke_pairingtoken", "Can revoke pending pairing tokens"),

@@ -5,6 +5,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from axes.models import AccessAttempt, AccessLog
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -19,7 +20,7 @@ from tests.concurrency import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-JOBS = ("expire commands", "expire launches", "reap lost sessions", "retention")
+JOBS = ("forget old sign-ins", "expire commands", "expire launches", "reap lost sessions", "retention")
 
 
 @pytest.fixture
@@ -39,7 +40,21 @@ def chores(user, device):
         IdempotencyKey.objects.create(
             user=user, key=key, request_fingerprint="0" * 64, created_at=timezone.now() - timedelta(days=2)
         )
-    return {"expire commands": 3, "expire launches": 2, "reap lost sessions": 1, "retention": 2}
+    sign_in = {"user_agent": "t", "ip_address": "127.0.0.1", "http_accept": "*/*", "path_info": "/admin/login/"}
+    old, recent = timezone.now() - timedelta(days=40), timezone.now() - timedelta(days=1)
+    for attempt_time, username in ((old, "staff"), (recent, "other")):
+        fields = {**sign_in, "username": username}  # one attempt row per (username, address, agent)
+        attempt = AccessAttempt.objects.create(**fields, get_data="", post_data="", failures_since_start=3)
+        login = AccessLog.objects.create(**fields)
+        for record in (attempt, login):  # attempt_time is auto_now_add
+            type(record).objects.filter(pk=record.pk).update(attempt_time=attempt_time)
+    return {
+        "forget old sign-ins": 2,
+        "expire commands": 3,
+        "expire launches": 2,
+        "reap lost sessions": 1,
+        "retention": 2,
+    }
 
 
 def test_sweep_runs_every_job_and_reports_it(chores):
@@ -59,6 +74,7 @@ def test_sweep_runs_every_job_and_reports_it(chores):
     assert set(Launch.objects.values_list("status", flat=True)) == {"timed_out"}
     assert LocalSession.objects.filter(status="failed", error="daemon_lost").count() == 1
     assert not IdempotencyKey.objects.exists()
+    assert AccessAttempt.objects.count() == AccessLog.objects.count() == 1  # the recent ones stay
 
 
 def test_two_concurrent_sweeps_do_each_job_once(chores):
