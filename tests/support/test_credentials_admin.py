@@ -2,8 +2,6 @@
 services, never minted there."""
 
 import pytest
-from django.contrib.auth.models import Group
-from django.core.management import call_command
 from django.test import Client
 
 from acp.models import ApiToken, Device, PairingToken
@@ -11,16 +9,6 @@ from acp.services import pairing_token_create, pairing_token_exchange, token_cre
 from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def support_client():
-    call_command("setup_roles")
-    support = make_user("sam", is_staff=True)
-    support.groups.add(Group.objects.get(name="support"))
-    client = Client()
-    client.force_login(support)
-    return client
 
 
 def test_support_sees_keys_and_pairing_tokens_but_cannot_mint(support_client, user):

@@ -1,26 +1,12 @@
 """The support role end to end in the admin: it sees everything, runs the cancel actions, changes nothing."""
 
 import pytest
-from django.contrib.auth.models import Group
-from django.core.management import call_command
-from django.test import Client
 from django.utils import timezone
 
 from acp.models import Device, Environment
 from bindings.models import SyncSession, WorkspaceBinding
-from tests.conftest import make_user
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def support_client():
-    call_command("setup_roles")
-    support = make_user("sam", is_staff=True)
-    support.groups.add(Group.objects.get(name="support"))
-    client = Client()
-    client.force_login(support)
-    return client
 
 
 @pytest.fixture
