@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from django.db import connection, models, transaction
 from django.db.models import Case, F, QuerySet, Subquery, Value, When
@@ -481,6 +482,27 @@ def command_cancel(*, command: ControlCommand, now: datetime | None = None) -> O
     return Outcome(command, changed=bool(updated))
 
 
+T = TypeVar("T")
+SESSION_BATCH = 500
+
+
+def _each_locked_batch(sessions: QuerySet, session_ids: list, work: Callable[[list], T]) -> list[T]:
+    """`work(ids)` for each batch of `session_ids`, in a transaction of its own, with those of them still in
+    `sessions` locked first, in id order, as every other writer locks sessions (so no deadlock is possible).
+    Returns what each batch's `work` returned."""
+    results = []
+    for start in range(0, len(session_ids), SESSION_BATCH):
+        with transaction.atomic():
+            locked = list(
+                sessions.select_for_update(no_key=True)
+                .filter(pk__in=session_ids[start : start + SESSION_BATCH])
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            results.append(work(locked))
+    return results
+
+
 @dataclass(frozen=True)
 class ExpireSummary:
     cutoff: datetime
@@ -499,24 +521,18 @@ def commands_expire(*, older_than: timedelta, now: datetime | None = None, dry_r
     if dry_run:
         return ExpireSummary(cutoff, stale.count(), stale.values("session_id").distinct().count())
     session_ids = sorted(set(stale.values_list("session_id", flat=True)))
-    total = 0
-    batch = 500
-    for start in range(0, len(session_ids), batch):
-        with transaction.atomic():
-            # Lock the sessions first (in id order), as every other writer does, so no deadlock is possible.
-            locked = list(
-                LocalSession.objects.select_for_update(no_key=True)
-                .filter(pk__in=session_ids[start : start + batch])
-                .order_by("pk")
-                .values_list("pk", flat=True)
-            )
-            expired = list(
-                stale.filter(session_id__in=locked).values_list("pk", "command_type", "session_id", "thread_id")
-            )
-            total += ControlCommand.objects.filter(pk__in=[row[0] for row in expired]).update(
-                status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
-            )
-            _record_cancelled_by_thread(expired, reason="expired")
+
+    def cancel(locked: list) -> int:
+        expired = list(
+            stale.filter(session_id__in=locked).values_list("pk", "command_type", "session_id", "thread_id")
+        )
+        cancelled = ControlCommand.objects.filter(pk__in=[row[0] for row in expired]).update(
+            status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
+        )
+        _record_cancelled_by_thread(expired, reason="expired")
+        return cancelled
+
+    total = sum(_each_locked_batch(LocalSession.objects.all(), session_ids, cancel))
     return ExpireSummary(cutoff, total, len(session_ids))
 
 
@@ -572,36 +588,28 @@ def local_sessions_reap_lost(
     if dry_run:
         return ReapSummary(cutoff, lost.count(), open_commands.filter(session__in=lost.values("pk")).count())
     session_ids = list(lost.order_by("pk").values_list("pk", flat=True))
-    sessions = commands = 0
-    batch = 500
-    for start in range(0, len(session_ids), batch):
-        with transaction.atomic():
-            locked = list(
-                lost.select_for_update(no_key=True)
-                .filter(pk__in=session_ids[start : start + batch])
-                .order_by("pk")
-                .values_list("pk", flat=True)
-            )
-            cancelled = list(
-                open_commands.filter(session_id__in=locked).values_list("pk", "command_type", "session_id", "thread_id")
-            )
-            commands += ControlCommand.objects.filter(pk__in=[row[0] for row in cancelled]).update(
-                status=CommandStatus.CANCELLED,
-                # never before its acknowledgement (a constraint), which a skewed daemon clock may put after now
-                completed_at=Greatest(Value(now), Coalesce("acknowledged_at", Value(now))),
-                updated_at=now,
-            )
-            ended = list(LocalSession.objects.filter(pk__in=locked).values_list("pk", "thread_id"))
-            sessions += LocalSession.objects.filter(pk__in=locked).update(
-                status=SessionStatus.FAILED, error=DAEMON_LOST, completed_at=now, paused_at=None, updated_at=now
-            )
-            _record_cancelled_by_thread(
-                cancelled,
-                reason=DAEMON_LOST,
-                ended_sessions=ended,
-                session_status=SessionStatus.FAILED,
-                error=DAEMON_LOST,
-            )
+
+    def reap(locked: list) -> tuple[int, int]:
+        cancelled = list(
+            open_commands.filter(session_id__in=locked).values_list("pk", "command_type", "session_id", "thread_id")
+        )
+        commands = ControlCommand.objects.filter(pk__in=[row[0] for row in cancelled]).update(
+            status=CommandStatus.CANCELLED,
+            # never before its acknowledgement (a constraint), which a skewed daemon clock may put after now
+            completed_at=Greatest(Value(now), Coalesce("acknowledged_at", Value(now))),
+            updated_at=now,
+        )
+        ended = list(LocalSession.objects.filter(pk__in=locked).values_list("pk", "thread_id"))
+        sessions = LocalSession.objects.filter(pk__in=locked).update(
+            status=SessionStatus.FAILED, error=DAEMON_LOST, completed_at=now, paused_at=None, updated_at=now
+        )
+        _record_cancelled_by_thread(
+            cancelled, reason=DAEMON_LOST, ended_sessions=ended, session_status=SessionStatus.FAILED, error=DAEMON_LOST
+        )
+        return sessions, commands
+
+    counts = _each_locked_batch(lost, session_ids, reap)
+    sessions, commands = sum(s for s, _ in counts), sum(c for _, c in counts)
     return ReapSummary(cutoff, sessions, commands)
 
 
