@@ -89,6 +89,12 @@ def parse_args():
         "--idle-streams", type=int, default=2000, help="idle event streams of idle-streams, over 100 threads (2000)"
     )
     parser.add_argument("--stream-ramp", type=float, default=20.0, help="seconds over which they are opened (20)")
+    parser.add_argument(
+        "--stream-heartbeat",
+        type=float,
+        default=None,
+        help="the idle-streams server's ACP_STREAM_HEARTBEAT (default: the server's, 15 s)",
+    )
     parser.add_argument("--ingest-rate", type=float, default=40.0, help="ingest requests a second (40)")
     parser.add_argument("--ingest-batch", type=int, default=50, help="events per ingest request (50)")
     parser.add_argument(
@@ -457,7 +463,7 @@ class Bench:
 
     def run_idle_streams(self) -> dict:
         threads = self.data["timeline"]["watch"]
-        count = self.args.idle_streams
+        count, heartbeat = self.args.idle_streams, self.args.stream_heartbeat
         streams = [
             [f"/v1/threads/{threads[i % len(threads)][0]}/events?stream=true", self.data["user_token"]]
             for i in range(count)
@@ -466,11 +472,11 @@ class Bench:
             name="idle-streams",
             rows=("prepare-spread 1 worker (streams)", "prepare-spread +idle streams"),
             what=f"event streams over {len(threads)} threads (user token; nothing is ingested into them)",
-            env={},
+            env={} if heartbeat is None else {"ACP_STREAM_HEARTBEAT": str(heartbeat)},
             holder={"streams": streams},
             ramp=self.args.stream_ramp,
             settle_max=10,
-            extra={"idle_streams": count, "stream_threads": len(threads)},
+            extra={"idle_streams": count, "stream_threads": len(threads), "stream_heartbeat_s": heartbeat or 15.0},
         )
 
     def run_idle(
@@ -574,13 +580,15 @@ class Bench:
             **extra,
         )
 
+    def ingest_spec(self, server: Server) -> dict:
+        threads, rate, batch = self.data["timeline"]["ingest"], self.args.ingest_rate, self.args.ingest_batch
+        return self.timeline_spec(server, "ingest", threads, rate=rate, batch=batch, max_requests=100_000)
+
     def run_ingest(self, server: Server) -> dict:
         threads = self.data["timeline"]["ingest"]
         rate, batch = self.args.ingest_rate, self.args.ingest_batch
         log(f"ingest: {rate:g} batches of {batch} events a second into {len(threads)} threads, open loop")
-        raw, cpu = self.measured_child(
-            server, self.timeline_spec(server, "ingest", threads, rate=rate, batch=batch, max_requests=100_000)
-        )
+        raw, cpu = self.measured_child(server, self.ingest_spec(server))
         raw["cpu"] = cpu
         raw["generator_cpu_cores"] = [round(raw.pop("generator_cpu_s") / self.duration, 2)]
         raw.pop("completed", None)
@@ -639,15 +647,15 @@ class Bench:
         return result
 
     # -- profile
-    def run_profile(self, server: Server) -> dict:
+    def run_profile(self, server: Server, name: str, spec: dict) -> dict:
+        """py-spy on the server's workers while `spec` runs; the profile summary printed and saved."""
         py_spy = common.VENV_BIN / "py-spy"
         if not py_spy.exists():
             raise SystemExit("--profile needs py-spy: .venv/bin/pip install -e '.[bench]'")
         stamp = self.results["stamp"]
-        folded = common.RESULTS / f"{stamp}-prepare.folded"
+        folded = common.RESULTS / f"{stamp}-{name}.folded"
         duration = int(self.duration)
-        log(f"profile: py-spy on the {self.args.workers} workers during prepare-spread, {duration}s")
-        spec = self.prepare_spec(server, hot=False)
+        log(f"profile: py-spy on the {self.args.workers} workers during {name}, {duration}s")
         process = common.start_child("loadgen.py", spec)
         time.sleep(spec["warmup"])
         subprocess.run(
@@ -660,7 +668,7 @@ class Bench:
         raw = common.finish_child(process, timeout=spec["warmup"] + spec["duration"] + 120)
         report = summarise_profile(folded)
         print(report, flush=True)
-        (common.RESULTS / f"{stamp}-prepare-profile.txt").write_text(report)
+        (common.RESULTS / f"{stamp}-{name}-profile.txt").write_text(report)
         return {"folded": str(folded), "errors": raw["errors"]}
 
 
@@ -910,7 +918,9 @@ def main() -> int:
     if "db-floor" in chosen:
         bench.run_db_floor()
     if args.profile:
-        bench.results["profile"] = bench.run_profile(server)
+        bench.results["profile"] = bench.run_profile(server, "prepare", bench.prepare_spec(server, hot=False))
+        if "ingest" in chosen:
+            bench.results["profile_ingest"] = bench.run_profile(server, "ingest", bench.ingest_spec(server))
     if server is not None:
         server.stop()
     if "idle-polls" in chosen:
