@@ -76,6 +76,19 @@ class Recorder:
         if self.in_window(t):
             self.notes[name] = self.notes.get(name, 0) + 1
 
+    def result(self, window: float, cpu: dict) -> dict:
+        """What the generator reports (one JSON line): the latencies, statuses, errors and its own CPU."""
+        return {
+            "latencies_ms": [round(x, 3) for x in self.latencies_ms],
+            "completed": len(self.latencies_ms),
+            "window_s": window,
+            "statuses": self.statuses,
+            "errors": self.errors,
+            "error_samples": self.error_samples,
+            "notes": self.notes,
+            "generator_cpu_s": round(cpu.get("cpu_s", 0.0), 2),
+        }
+
     def fail(self, t: float, detail: str) -> None:
         """An answer with the expected status but the wrong content (its latency is already recorded)."""
         if self.in_window(t):
@@ -126,16 +139,7 @@ async def closed_loop(spec: dict, make_step) -> dict:
     async with client_for(spec, spec["clients"]) as client:
         spec["_client"] = client
         await asyncio.gather(cpu_window(t_start, t_end, cpu), *(worker(i) for i in range(spec["clients"])))
-    return {
-        "latencies_ms": [round(x, 3) for x in recorder.latencies_ms],
-        "completed": len(recorder.latencies_ms),
-        "window_s": spec["duration"],
-        "statuses": recorder.statuses,
-        "errors": recorder.errors,
-        "error_samples": recorder.error_samples,
-        "notes": recorder.notes,
-        "generator_cpu_s": round(cpu.get("cpu_s", 0.0), 2),
-    }
+    return recorder.result(spec["duration"], cpu)
 
 
 async def timed(recorder: Recorder, request, expected: set[int], on_response=None, t0: float | None = None):
@@ -392,15 +396,7 @@ async def open_loop(spec: dict, send) -> dict:
     if pending:
         await asyncio.wait(pending, timeout=spec.get("request_timeout", 60.0) + 5)
     lag_ms.sort()
-    return {
-        "latencies_ms": [round(x, 3) for x in recorder.latencies_ms],
-        "completed": len(recorder.latencies_ms),
-        "window_s": spec["duration"],
-        "statuses": recorder.statuses,
-        "errors": recorder.errors,
-        "error_samples": recorder.error_samples,
-        "notes": recorder.notes,
-        "generator_cpu_s": round(cpu.get("cpu_s", 0.0), 2),
+    return recorder.result(spec["duration"], cpu) | {
         "schedule_lag_ms": {
             "p99": round(lag_ms[int(0.99 * (len(lag_ms) - 1))], 2) if lag_ms else None,
             "max": round(lag_ms[-1], 2) if lag_ms else None,
