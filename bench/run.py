@@ -116,6 +116,7 @@ def create_data(idle_polls: int, timeline: bool) -> dict:
     from django.db import connection
     from django.utils import timezone
 
+    from acp.choices import ApiTokenKind
     from acp.models import ApiToken, Device, Environment, Project, User
     from acp.services import TOKEN_PREFIX, token_create, token_hash
     from bindings.models import WorkspaceBinding
@@ -157,7 +158,15 @@ def create_data(idle_polls: int, timeline: bool) -> dict:
     raws = [TOKEN_PREFIX + uuid.uuid4().hex + uuid.uuid4().hex for _ in daemons]
     ApiToken.objects.bulk_create(
         [
-            ApiToken(user=user, device=d, name="idle", key_prefix=raw[:12], key_hash=token_hash(raw), created_at=now)
+            ApiToken(
+                user=user,
+                kind=ApiTokenKind.DEVICE,
+                device=d,
+                name="idle",
+                key_prefix=raw[:12],
+                key_hash=token_hash(raw),
+                created_at=now,
+            )
             for d, raw in zip(daemons, raws, strict=True)
         ],
         batch_size=1000,
