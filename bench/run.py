@@ -523,7 +523,8 @@ class Bench:
             common.at_exit(lambda: shutil.rmtree(tmp, ignore_errors=True))
             common.at_exit(lambda: stop_file.touch() if tmp.exists() else None)
             time.sleep(ramp)
-            settled = settle(worker, max_seconds=settle_max)
+            # All of them taken in (a stream counts once its headers are in; a poll once sent), then the worker quiet.
+            settled = wait_for_holder(status_file, count, max_seconds=120) + settle(worker, max_seconds=settle_max)
             before = read_status(status_file)
             taken_in = before.get("sent", 0)
             # The worker's CPU from the first connection to the settled state, per connection: taking one in.
@@ -679,6 +680,14 @@ class Bench:
         print(report, flush=True)
         (common.RESULTS / f"{stamp}-{name}-profile.txt").write_text(report)
         return {"folded": str(folded), "errors": raw["errors"]}
+
+
+def wait_for_holder(status_file: Path, count: int, *, max_seconds: float) -> float:
+    """Wait (at most `max_seconds`) until the holder reports `count` connections in flight; the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_seconds and read_status(status_file).get("in_flight", 0) < count:
+        time.sleep(0.5)
+    return round(time.monotonic() - start, 1)
 
 
 def settle(pid: int, *, max_seconds: float) -> float:
