@@ -54,6 +54,7 @@ class Recorder:
     def __init__(self, t_start: float, t_end: float):
         self.t_start, self.t_end = t_start, t_end
         self.latencies_ms: list[float] = []
+        self.answered_at: list[float] = []
         self.statuses: dict[str, int] = {}
         self.errors = 0
         self.error_samples: list[str] = []
@@ -66,6 +67,7 @@ class Recorder:
         if not self.in_window(t1):
             return
         self.latencies_ms.append((t1 - t0) * 1000)
+        self.answered_at.append(t1)
         self.statuses[status] = self.statuses.get(status, 0) + 1
         if not ok:
             self.errors += 1
@@ -397,6 +399,8 @@ async def open_loop(spec: dict, send) -> dict:
         await asyncio.wait(pending, timeout=spec.get("request_timeout", 60.0) + 5)
     lag_ms.sort()
     return recorder.result(spec["duration"], cpu) | {
+        # What the server answered within the window (its CPU there is for these): fewer when it falls behind.
+        "answered_in_window": sum(t_start <= t <= t_end for t in recorder.answered_at),
         "schedule_lag_ms": {
             "p99": round(lag_ms[int(0.99 * (len(lag_ms) - 1))], 2) if lag_ms else None,
             "max": round(lag_ms[-1], 2) if lag_ms else None,
