@@ -3,16 +3,22 @@
 The DRF view authenticates, validates and answers errors as usual; to stream, it returns an `EventStreamResponse`
 (an `EventStream` to serve), which only `event_stream_view` can send. The wrapper then sends the backlog and every
 later event as it commits, woken through `acp.realtime` (NOTIFY from the writer's transaction), with a comment
-heartbeat, and ends the stream after `max_seconds`, or at once when the server shuts down (clients reconnect with
-`Last-Event-ID` and lose nothing).
+heartbeat, and ends the stream after `max_seconds`, at once when the server shuts down (clients reconnect and lose
+nothing), or when its `fetch` says so (a machine channel replaced).
+
+What to send is the stream's `fetch`, which keeps its own place: `AfterPosition` for numbered events (a thread's
+timeline, resumed with `Last-Event-ID`), or pending work not yet sent on this connection (sessions/api/channel.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
@@ -21,7 +27,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from acp.db_release import run_released
-from acp.realtime import recheck_interval, subscribe
+from acp.realtime import Subscription, recheck_interval, subscribe
 from acp.serving.request_threads import released_request_thread
 from acp.shutdown import is_shutting_down
 
@@ -46,15 +52,69 @@ def wants_stream(request, stream_param: bool | None) -> bool:
     return MEDIA_TYPE in request.headers.get("Accept", "")
 
 
+@dataclass(frozen=True)
+class Message:
+    """One SSE event: `data` (JSON text), with its `id` (the client's Last-Event-ID) and its `event` name, if any."""
+
+    data: str
+    id: str | None = None
+    event: str | None = None  # None: a plain `message`
+
+    def encode(self) -> bytes:
+        event = f"event: {self.event}\n" if self.event else ""
+        event_id = f"id: {self.id}\n" if self.id is not None else ""
+        return f"{event}{event_id}data: {self.data}\n\n".encode()
+
+
+@dataclass
+class Batch:
+    """What one `fetch` found."""
+
+    messages: list[Message]
+    more: bool = False  # a full page: fetch again at once instead of waiting
+    last: bool = False  # end the stream after these (e.g. the channel was replaced)
+
+
 @dataclass
 class EventStream:
     key: str  # the acp.realtime key the writers notify
-    after: int  # the last position the client has
-    fetch: Callable[[int], list[tuple[int, str]]]  # positions after `after` → [(position, JSON text)], in order
-    page_size: int  # `fetch` returns at most this many; fewer means it is caught up
+    fetch: Callable[[], Batch]  # what to send next; keeps its own place (a position, the ids sent). A worker thread.
     heartbeat: float
     max_seconds: float
     limit: int | None = None  # end after this many events
+    while_open: AbstractContextManager = field(default_factory=contextlib.nullcontext)  # held for the stream's life
+
+
+class AfterPosition:
+    """The `fetch` of a stream of numbered events (a timeline): each time, the page after the last position sent.
+
+    `fetch(after)` returns [(position, JSON text)] in order, at most `page_size` (fewer: caught up).
+    """
+
+    def __init__(self, fetch: Callable[[int], list[tuple[int, str]]], *, after: int, page_size: int):
+        self._fetch = fetch
+        self.after = after
+        self.page_size = page_size
+
+    def __call__(self) -> Batch:
+        rows = self._fetch(self.after)
+        if rows:
+            self.after = rows[-1][0]
+        messages = [Message(payload, id=str(position)) for position, payload in rows]
+        return Batch(messages, more=len(rows) >= self.page_size)
+
+
+class EventStreamViewMixin:
+    """A DRF view that may answer a stream: it accepts `Accept: text/event-stream`, and its errors stay JSON."""
+
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(getattr(response, "accepted_renderer", None), EventStreamRenderer):
+            response.accepted_renderer = JSONRenderer()  # errors (and pages) are JSON whatever was asked
+            response.accepted_media_type = "application/json"
+        return response
 
 
 class EventStreamResponse(Response):
@@ -74,12 +134,12 @@ def event_stream_view(drf_view):
 
     @functools.wraps(drf_view)
     async def view(request, *args, **kwargs):
-        response = await sync_to_async(run_released)(lambda: drf_view(request, *args, **kwargs))
-        if not isinstance(response, EventStreamResponse):
-            return response
-        stream = response.stream
-        del response
-        streaming = StreamingHttpResponse(_events(stream), content_type=MEDIA_TYPE)
+        opened = await sync_to_async(run_released)(lambda: _open(drf_view(request, *args, **kwargs)))
+        if not isinstance(opened, _Opened):
+            return opened
+        events = _events(opened.stream, opened.subscription, opened.backlog)
+        weakref.finalize(events, opened.subscription.close)  # also when the response is dropped before it starts
+        streaming = StreamingHttpResponse(events, content_type=MEDIA_TYPE)
         streaming["Cache-Control"] = "no-cache"
         streaming["X-Accel-Buffering"] = "no"  # a proxy must pass each event on at once
         return streaming
@@ -87,32 +147,52 @@ def event_stream_view(drf_view):
     return view
 
 
-async def _events(stream: EventStream) -> AsyncIterator[bytes]:
+@dataclass
+class _Opened:
+    stream: EventStream
+    subscription: Subscription
+    backlog: Batch
+
+
+def _open(response):
+    """In the view's thread, with its database connection still open: subscribe, then fetch the first batch (nothing
+    committed in between is missed). One thread hop and one connection for the whole connect."""
+    if not isinstance(response, EventStreamResponse):
+        return response
+    stream = response.stream
+    subscription = subscribe(stream.key)
+    try:
+        return _Opened(stream, subscription, stream.fetch())
+    except BaseException:
+        subscription.close()
+        raise
+
+
+async def _events(stream: EventStream, subscription: Subscription, batch: Batch) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + stream.max_seconds
-    after, sent = stream.after, 0
+    sent = 0
     async with released_request_thread():
-        subscription = await sync_to_async(subscribe, thread_sensitive=False)(stream.key)
         try:
-            yield b": connected\n\n"  # the client has its headers at once
-            next_heartbeat = loop.time() + stream.heartbeat
-            while True:
-                batch = await sync_to_async(run_released, thread_sensitive=False)(
-                    functools.partial(stream.fetch, after)
-                )
-                for position, payload in batch:
-                    yield f"id: {position}\ndata: {payload}\n\n".encode()
-                    after, sent = position, sent + 1
-                    if stream.limit is not None and sent >= stream.limit:
+            with stream.while_open:
+                yield b": connected\n\n"  # the client has its headers at once
+                next_heartbeat = loop.time() + stream.heartbeat
+                while True:
+                    for message in batch.messages:
+                        yield message.encode()
+                        sent += 1
+                        if stream.limit is not None and sent >= stream.limit:
+                            return
+                    if batch.last:
                         return
-                if len(batch) >= stream.page_size:
-                    continue
-                now = loop.time()
-                if now >= deadline or is_shutting_down():  # a deploy: end cleanly, the client resumes elsewhere
-                    return
-                if now >= next_heartbeat:
-                    yield b": keepalive\n\n"
-                    next_heartbeat = now + stream.heartbeat
-                await subscription.wait(min(deadline, next_heartbeat, now + recheck_interval()) - now)
+                    if not batch.more:
+                        now = loop.time()
+                        if now >= deadline or is_shutting_down():  # a deploy: end cleanly, the client resumes elsewhere
+                            return
+                        if now >= next_heartbeat:
+                            yield b": keepalive\n\n"
+                            next_heartbeat = now + stream.heartbeat
+                        await subscription.wait(min(deadline, next_heartbeat, now + recheck_interval()) - now)
+                    batch = await sync_to_async(run_released, thread_sensitive=False)(stream.fetch)
         finally:
             subscription.close()
