@@ -7,6 +7,7 @@ took the machine's channel.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -50,16 +51,19 @@ def is_event_stream(response) -> bool:
 
 
 class SeenIds:
-    """Ids already handled, each remembered for `memory` seconds: a channel re-delivers what is still pending."""
+    """Ids already handled, each remembered for `memory` seconds: a channel re-delivers what is still pending (and
+    a poll may bring what the channel brought). Safe to share between threads."""
 
     def __init__(self, memory: float):
         self.memory = memory
         self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def first_sight(self, item_id: str) -> bool:
         now = time.monotonic()
-        self._seen = {k: t for k, t in self._seen.items() if now - t < self.memory}
-        if item_id in self._seen:
-            return False
-        self._seen[item_id] = now
-        return True
+        with self._lock:
+            self._seen = {k: t for k, t in self._seen.items() if now - t < self.memory}
+            if item_id in self._seen:
+                return False
+            self._seen[item_id] = now
+            return True

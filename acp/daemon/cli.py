@@ -51,6 +51,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="Seconds of silence after which the channel is taken for dead and reopened (default 37.5: 2.5 × the "
         "server's 15 s keepalive).",
     )
+    parser.add_argument(
+        "--channel-retry",
+        type=float,
+        default=300.0,
+        help="While long-polling because the server had no channel, seconds between tries of the channel "
+        "(default 300, give or take half).",
+    )
     parser.add_argument("--wait", type=float, default=25.0, help="Long-poll seconds (at most 30; default 25).")
     parser.add_argument("--heartbeat-interval", type=float, default=30.0, help="Seconds between heartbeats.")
     parser.add_argument("--max-backoff", type=float, default=10.0, help="Longest pause between reconnects, seconds.")
@@ -133,6 +140,7 @@ def main(argv=None) -> int:
         max_backoff=args.max_backoff,
         channel=args.channel,
         channel_timeout=args.channel_timeout,
+        channel_retry=args.channel_retry,
     )
     if args.name:
         config.name = args.name

@@ -6,7 +6,8 @@ command to its session's command thread. Every short request (acks, heartbeats, 
 every thread shares one keep-alive connection (`Api`), so the daemon holds two connections to the server.
 
 Against a server without the channel (or with `--no-channel`) it long-polls instead, as older daemons do: the main
-thread polls the machine's launches, and per running session a control thread polls its commands.
+thread polls the machine's launches, and per running session a control thread polls its commands; every
+`channel_retry` seconds it tries the channel again (a rolling deploy may have met it with an old process).
 
 Either way a heartbeat thread reports every running session (and the device, while no channel keeps it online)
 every `heartbeat_interval` seconds, and per session a watcher thread waits for the child.
@@ -23,12 +24,14 @@ import logging
 import os
 import platform
 import queue
+import random
 import shlex
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -85,6 +88,7 @@ class Config:
     events_buffer: int = 10_000  # events kept through an outage; beyond, the oldest go (a `gap` event says so)
     channel: bool = True  # False: the long-polls only (--no-channel)
     channel_timeout: float = 37.5  # a channel silent this long (2.5 × the server's 15 s keepalive) is dead
+    channel_retry: float = 300.0  # while long-polling for want of a channel, seconds between tries of the channel
 
 
 class Daemon:
@@ -100,7 +104,9 @@ class Daemon:
         self._seen_launches = SeenIds(SEEN_MEMORY)
         self._seen_commands = SeenIds(SEEN_MEMORY)
         self.channel_open = threading.Event()  # set while the machine channel is connected (it keeps us online)
-        self.polling = not config.channel  # True once the daemon long-polls (no channel on this server)
+        self.long_polling = threading.Event()  # set while the daemon long-polls (no channel, or --no-channel)
+        if not config.channel:
+            self.long_polling.set()
         self._last_event_id: str | None = None
 
     # --- the device ---------------------------------------------------------------------------------
@@ -158,14 +164,15 @@ class Daemon:
         another daemon took this machine's channel."""
         self.register()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
-        if not self.polling:
-            try:
-                self._serve_channel()
-                return
-            except NoChannel as exc:
-                logger.warning("the server has no machine channel (%s): long-polling instead", exc)
-                self._start_polling()
-        self._serve_long_polls()
+        while not self.stopping.is_set():
+            if self.config.channel:
+                try:
+                    self._serve_channel()
+                    return
+                except NoChannel as exc:
+                    logger.warning("the server has no machine channel (%s): long-polling instead", exc)
+            self._start_polling()
+            self._serve_long_polls()  # until it is time to try the channel again
 
     # --- the machine channel ------------------------------------------------------------------------
 
@@ -200,6 +207,7 @@ class Daemon:
                 raise NoChannel(f"HTTP {response.status_code} {response.headers.get('Content-Type', '')}".strip())
             logger.info("machine channel open")
             self.channel_open.set()
+            self.long_polling.clear()  # the sessions' control threads stop polling after their current poll
             try:
                 for event in parse_events(response.iter_lines()):
                     self._last_event_id = event.id or self._last_event_id
@@ -213,9 +221,7 @@ class Daemon:
             if self._seen_launches.first_sight(launch["id"]):
                 self.start_launch(launch)
         elif event.event == "command":
-            command = json.loads(event.data)
-            if self._seen_commands.first_sight(command["id"]):
-                self._deliver(command)
+            self._deliver(json.loads(event.data))
         elif event.event == "replaced":
             raise Replaced(
                 f"another daemon opened the channel of machine {self.device_id}: stopping (one daemon per machine)"
@@ -224,23 +230,34 @@ class Daemon:
             logger.debug("machine channel: ignored event %r", event.event)
 
     def _deliver(self, command: dict) -> None:
+        if not self.first_sight_of_command(command["id"]):
+            return
         with self.sessions_lock:
             session = self.sessions.get(command["sessionId"])
         if session is None:  # a session of this machine that this daemon does not run (another client's)
             logger.info("command %s is for session %s, not one of ours: ignored", command["id"], command["sessionId"])
             return
-        session.commands.put(command)
+        session.deliver(command)
+
+    def first_sight_of_command(self, command_id: str) -> bool:
+        """False for a command already taken, by the channel or a poll (both may bring it while switching)."""
+        return self._seen_commands.first_sight(command_id)
 
     # --- the long-polls (a server without the channel, or --no-channel) --------------------------
 
     def _start_polling(self) -> None:
-        self.polling = True
+        self.long_polling.set()
         for session in self._running_sessions():
             session.start_polling()
 
     def _serve_long_polls(self) -> None:
+        """Long-poll the machine's launches until `stop()`, or (with the channel allowed) until it is time to try
+        the channel again — after `channel_retry` seconds, give or take half, so daemons do not try together."""
         path = f"/api/v1/machines/{self.device_id}/launches"
+        try_channel_at = time.monotonic() + self.config.channel_retry * random.uniform(0.5, 1.5)
         while not self.stopping.is_set():
+            if self.config.channel and time.monotonic() >= try_channel_at:
+                return
             response = self.api.get(
                 path, params={"wait": self.config.wait}, timeout=self.config.wait + 30, own_connection=True
             )
@@ -324,6 +341,9 @@ class RunningSession:
         self._ending = threading.Lock()
         self._ended_by_us = False
         self.commands: queue.Queue[dict] = queue.Queue()  # from the machine channel, in the order they came
+        self._threads_lock = threading.Lock()
+        self._command_thread: threading.Thread | None = None  # started at the channel's first command
+        self._control_thread: threading.Thread | None = None  # started when the daemon long-polls
         config = daemon.config
         self.events = EventForwarder(
             self.api,
@@ -346,13 +366,26 @@ class RunningSession:
         for reader in self._readers:
             reader.start()
         threading.Thread(target=self._watch, name=f"watch-{self.session_id[:8]}", daemon=True).start()
-        if self.daemon.polling:
+        if self.daemon.long_polling.is_set():
             self.start_polling()
-        else:
-            threading.Thread(target=self._command_loop, name=f"commands-{self.session_id[:8]}", daemon=True).start()
 
     def start_polling(self) -> None:
-        threading.Thread(target=self._control_loop, name=f"control-{self.session_id[:8]}", daemon=True).start()
+        """Long-poll this session's commands (from now on, whenever the daemon long-polls)."""
+        with self._threads_lock:
+            if self._control_thread is None:
+                self._control_thread = self._thread(self._control_loop, "control")
+
+    def deliver(self, command: dict) -> None:
+        """A command from the machine channel: carried out by this session's command thread, after those before it."""
+        self.commands.put(command)
+        with self._threads_lock:
+            if self._command_thread is None:
+                self._command_thread = self._thread(self._command_loop, "commands")
+
+    def _thread(self, target, name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=f"{name}-{self.session_id[:8]}", daemon=True)
+        thread.start()
+        return thread
 
     def heartbeat(self) -> None:
         if not self.ended.is_set():
@@ -420,6 +453,8 @@ class RunningSession:
         wait = self.daemon.config.wait
         try:
             while not self.ended.is_set():
+                if not self.daemon.long_polling.wait(1.0):  # the channel brings the commands meanwhile
+                    continue
                 response = self.api.get(
                     f"{self.path}/control/poll",
                     params={"wait": wait, "limit": 10},
@@ -435,7 +470,8 @@ class RunningSession:
                     self.daemon.stopping.wait(self.daemon.config.max_backoff)
                     continue
                 for command in response.json()["data"]:
-                    self.handle(command)
+                    if self.daemon.first_sight_of_command(command["id"]):
+                        self.handle(command)
         except (Stopped, Unauthorized):
             return
         except Exception:

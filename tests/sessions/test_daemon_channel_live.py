@@ -101,3 +101,20 @@ def test_a_silent_channel_is_taken_for_dead_and_reopened(processes, user, worksp
         os.kill(server.popen.pid, signal.SIGCONT)
     start_session(processes, server, user, workspace)  # and served through the reopened channel
     assert daemon.log().count("machine channel open") >= 2
+
+
+def test_a_daemon_that_fell_back_takes_the_channel_once_the_server_has_it(processes, user, workspace, device):
+    older = processes.start_server("acp-older", DJANGO_SETTINGS_MODULE="tests.sessions.older_server")
+    daemon = processes.start_daemon(
+        older, make_token(user, device=device), "--device", str(device.id), "--channel-retry", "1", "--wait", "1"
+    )
+    session = start_session(processes, older, user, workspace)  # through the long-polls
+    assert "long-polling instead" in daemon.log()
+    older.stop()
+
+    upgraded = processes.start_server("acp-upgraded", port=older.port, access_log=True)  # a deploy of the new version
+    wait_until(lambda: "machine channel open" in daemon.log(), 15, message="the daemon to take the channel")
+    thread_id, session_id = session["thread_id"], session["local_session_id"]
+    assert send_command(upgraded, make_token(user), thread_id, session_id, "pause")["status"] == "completed"
+    assert upgraded.requests("GET", f"/v1/threads/{thread_id}/local-sessions/{session_id}/control/poll?") <= 2
+    assert upgraded.requests("GET", f"/api/v1/machines/{device.id}/launches?") <= 1  # the one under way, if any
