@@ -18,6 +18,8 @@ from tests.sessions.test_timeline_live import assert_timeline_of_a_round_trip, r
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+OLDER_SERVER = "tests.sessions.older_server"  # settings of a server without the channel (its stream path: 404)
+
 
 def start_session(processes, server, user, workspace) -> dict:
     """Launch a session through the daemon; the launch's payload (pid, thread and session ids)."""
@@ -45,10 +47,10 @@ def test_a_second_channel_for_its_machine_stops_the_daemon_and_its_agent(process
 
 @pytest.mark.parametrize("no_channel", [False, True], ids=["older-server", "--no-channel"])
 def test_without_the_channel_the_daemon_long_polls_as_before(processes, user, workspace, device, no_channel):
-    if no_channel:
-        server, options = processes.start_server(access_log=True), ["--no-channel"]
-    else:  # a server from before the channel: its stream path answers 404
-        server, options = processes.start_server(access_log=True, DJANGO_SETTINGS_MODULE="tests.sessions.older_server"), []
+    # without --no-channel: a server from before the channel, whose stream path answers 404
+    settings = {} if no_channel else {"DJANGO_SETTINGS_MODULE": OLDER_SERVER}
+    server = processes.start_server(access_log=True, **settings)
+    options = ["--no-channel"] if no_channel else []
     daemon = processes.start_daemon(server, make_token(user, device=device), "--device", str(device.id), *options)
 
     thread_id, session_id = round_trip(processes, server, make_token(user), workspace)
@@ -104,7 +106,7 @@ def test_a_silent_channel_is_taken_for_dead_and_reopened(processes, user, worksp
 
 
 def test_a_daemon_that_fell_back_takes_the_channel_once_the_server_has_it(processes, user, workspace, device):
-    older = processes.start_server("acp-older", DJANGO_SETTINGS_MODULE="tests.sessions.older_server")
+    older = processes.start_server("acp-older", DJANGO_SETTINGS_MODULE=OLDER_SERVER)
     daemon = processes.start_daemon(
         older, make_token(user, device=device), "--device", str(device.id), "--channel-retry", "1", "--wait", "1"
     )
