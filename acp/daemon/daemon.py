@@ -181,7 +181,7 @@ class Daemon:
         backoff = self.api.backoff()
         while not self.stopping.is_set():
             try:
-                self._read_channel()
+                self._read_channel(backoff)
             except (httpx.TransportError, httpx.StreamError) as exc:  # a silent or broken connection
                 pause = backoff.next()
                 logger.warning("machine channel lost (%s: %s); reconnecting in %.1fs", type(exc).__name__, exc, pause)
@@ -190,7 +190,7 @@ class Daemon:
                 logger.info("machine channel ended; reconnecting in %.1fs", pause)
             self.stopping.wait(pause)
 
-    def _read_channel(self) -> None:
+    def _read_channel(self, backoff) -> None:
         headers = {"Accept": "text/event-stream"}
         if self._last_event_id:
             headers["Last-Event-ID"] = self._last_event_id
@@ -206,6 +206,7 @@ class Daemon:
                 response.read()
                 raise NoChannel(f"HTTP {response.status_code} {response.headers.get('Content-Type', '')}".strip())
             logger.info("machine channel open")
+            backoff.reset()
             self.channel_open.set()
             self.long_polling.clear()  # the sessions' control threads stop polling after their current poll
             try:
@@ -216,6 +217,12 @@ class Daemon:
                 self.channel_open.clear()
 
     def _take(self, event: ServerEvent) -> None:
+        try:
+            self._take_event(event)
+        except (ValueError, KeyError, TypeError):  # not what the protocol says: skip it, keep the channel
+            logger.exception("machine channel: could not take %s event %r", event.event, event.data[:200])
+
+    def _take_event(self, event: ServerEvent) -> None:
         if event.event == "launch":
             launch = json.loads(event.data)
             if self._seen_launches.first_sight(launch["id"]):
