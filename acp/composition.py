@@ -6,6 +6,7 @@ subclass in `apps.py` as the app's config) and names, as dotted paths, each opti
   order it goes (options the app does not know are ignored);
 - `dashboard`: `f(*, now) -> dict[str, int]`, the support dashboard's figures;
 - `sweep_jobs`: `f(*, now, dry_run) -> acp.sweep.JobReport` each, the periodic jobs `manage.py sweep` runs;
+- `fast_streams`: `acp.serving.fast_streams.FastStream` each, stream routes whose plain case skips Django's handler;
 and `support_actions`: the admin actions the support role may run, `(model_name, codename, name)` each.
 """
 
@@ -20,6 +21,7 @@ class AcpAppConfig(AppConfig):
     retention: str | None = None
     dashboard: str | None = None
     sweep_jobs: tuple[str, ...] = ()
+    fast_streams: tuple[str, ...] = ()
     support_actions: tuple[tuple[str, str, str], ...] = ()
 
 

@@ -267,7 +267,9 @@ def subscribe(key: str) -> Subscription:
     return _listener.subscribe(key)
 
 
-def recheck_interval() -> float:
+def recheck_interval(last_resort: float | None = None) -> float:
+    """Seconds a waiter may sleep before re-checking the database: a quarter of a second while there is no LISTEN
+    connection (SQLite, or a connection lost), else `last_resort` (default ACP_LONG_POLL_RECHECK)."""
     if connection.vendor != "postgresql" or not _listener.is_listening:
         return SQLITE_POLL_INTERVAL
     # A last resort on PostgreSQL, for a wake-up lost some other way: the listener already wakes every waiter when
@@ -275,4 +277,4 @@ def recheck_interval() -> float:
     # ACP_LONG_POLL_MAX_WAIT, 30 s by default; the daemon's next poll checks first), so waits of the default
     # length never re-check on a timer. A re-check costs a thread hop, a pooled connection and a query: 5,000
     # daemons waiting 300 s and re-checking every 60 s cost a worker ~30 % of its CPU (bench/run.py idle-polls).
-    return settings.ACP_LONG_POLL_RECHECK
+    return settings.ACP_LONG_POLL_RECHECK if last_resort is None else last_resort

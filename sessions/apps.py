@@ -9,3 +9,4 @@ class AcpSessionsConfig(composition.AcpAppConfig):
     retention = "sessions.selectors.retention_targets"
     dashboard = "sessions.selectors.dashboard_counts"
     sweep_jobs = ("sessions.jobs.expire_launches",)
+    fast_streams = ("sessions.api.urls.MACHINE_CHANNEL_FAST",)

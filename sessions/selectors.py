@@ -1,11 +1,64 @@
 """Reads of launches."""
 
+import functools
+from dataclasses import dataclass
+
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from acp.cleanup import Target
+from acp.models import Device
+from acp.serving import rawsql
+from commands.choices import CommandStatus
+from commands.models import ControlCommand, LocalSession
 from sessions.choices import LAUNCH_TERMINAL_STATES, LaunchStatus
 from sessions.models import Launch
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    """What a machine's channel must know before it fetches: is it still the machine's, and is anything pending."""
+
+    current: bool
+    launches_pending: bool
+    commands_pending: bool
+
+
+def machine_channel_state(*, machine_id, channel_id, now=None) -> ChannelState:
+    """One statement, written once (the ORM's compiler cost more than the query at every daemon's connect): whether
+    `channel_id` is still the machine's channel, and whether it has pending launches (`launch_queue`) and pending
+    commands (`commands_pending_on_machine`). A deleted machine's channel is not current."""
+    now = now or timezone.now()
+    db = rawsql.database()
+    with db.cursor() as cursor:
+        cursor.execute(
+            _channel_state_sql(db.vendor),
+            [
+                rawsql.db_value(db, Device, "channel_id", channel_id),
+                LaunchStatus.PENDING.value,
+                rawsql.db_value(db, Launch, "expires_at", now),
+                CommandStatus.PENDING.value,
+                rawsql.db_value(db, Device, "id", machine_id),
+            ],
+        )
+        row = cursor.fetchone()
+    return ChannelState(*(bool(value) for value in row)) if row else ChannelState(False, False, False)
+
+
+@functools.cache
+def _channel_state_sql(vendor: str) -> str:  # one per database vendor: names are quoted by its backend
+    device, launch = rawsql.quote(Device._meta.db_table), rawsql.quote(Launch._meta.db_table)
+    command, session = rawsql.quote(ControlCommand._meta.db_table), rawsql.quote(LocalSession._meta.db_table)
+    col = rawsql.column
+    return (
+        f"SELECT d.{col(Device, 'channel_id')} = %s,"
+        f" EXISTS (SELECT 1 FROM {launch} l WHERE l.{col(Launch, 'machine')} = d.{col(Device, 'id')}"
+        f" AND l.{col(Launch, 'status')} = %s AND l.{col(Launch, 'expires_at')} > %s),"
+        f" EXISTS (SELECT 1 FROM {command} c"
+        f" JOIN {session} s ON s.{col(LocalSession, 'id')} = c.{col(ControlCommand, 'session')}"
+        f" WHERE s.{col(LocalSession, 'device')} = d.{col(Device, 'id')} AND c.{col(ControlCommand, 'status')} = %s)"
+        f" FROM {device} d WHERE d.{col(Device, 'id')} = %s"
+    )
 
 
 def launch_queue(*, machine_id, now=None) -> QuerySet[Launch]:

@@ -83,6 +83,8 @@ class EventStream:
     max_seconds: float
     limit: int | None = None  # end after this many events
     while_open: AbstractContextManager = field(default_factory=contextlib.nullcontext)  # held for the stream's life
+    # Seconds between timer re-checks while the listener is up (a last resort; None: ACP_LONG_POLL_RECHECK).
+    recheck: float | None = None
 
 
 class AfterPosition:
@@ -129,54 +131,70 @@ class EventStreamResponse(Response):
         raise ImproperlyConfigured("An EventStreamResponse must be served through acp.api.sse.event_stream_view.")
 
 
+# What a stream's answer carries besides its media type, in every serving path (acp/serving/fast_streams.py too).
+STREAM_HEADERS = (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no"))  # a proxy must pass each event at once
+
+
 def event_stream_view(drf_view):
     """Wrap `drf_view` (from `.as_view()`): an `EventStreamResponse` becomes a `text/event-stream`."""
 
     @functools.wraps(drf_view)
     async def view(request, *args, **kwargs):
-        opened = await sync_to_async(run_released)(lambda: _open(drf_view(request, *args, **kwargs)))
-        if not isinstance(opened, _Opened):
+        opened = await sync_to_async(run_released)(lambda: _open_response(drf_view(request, *args, **kwargs)))
+        if not isinstance(opened, OpenedStream):
             return opened
-        events = _events(opened.stream, opened.subscription, opened.backlog)
-        weakref.finalize(events, opened.subscription.close)  # also when the response is dropped before it starts
-        streaming = StreamingHttpResponse(events, content_type=MEDIA_TYPE)
-        streaming["Cache-Control"] = "no-cache"
-        streaming["X-Accel-Buffering"] = "no"  # a proxy must pass each event on at once
+        streaming = StreamingHttpResponse(opened.body(), content_type=MEDIA_TYPE)
+        for name, value in STREAM_HEADERS:
+            streaming[name] = value
         return streaming
 
     return view
 
 
 @dataclass
-class _Opened:
+class OpenedStream:
+    """A stream subscribed to its key, with its first batch fetched: ready to send."""
+
     stream: EventStream
     subscription: Subscription
     backlog: Batch
 
+    def body(self) -> AsyncIterator[bytes]:
+        events = _events(self.stream, self.subscription, self.backlog)
+        weakref.finalize(events, self.subscription.close)  # also when the body is dropped before it starts
+        return events
 
-def _open(response):
-    """In the view's thread, with its database connection still open: subscribe, then fetch the first batch (nothing
-    committed in between is missed). One thread hop and one connection for the whole connect."""
-    if not isinstance(response, EventStreamResponse):
-        return response
-    stream = response.stream
+
+def open_stream(stream: EventStream) -> OpenedStream:
+    """Subscribe, then fetch the first batch (nothing committed in between is missed), in the caller's thread and on
+    its database connection: one thread hop and one connection for the whole connect."""
     subscription = subscribe(stream.key)
     try:
-        return _Opened(stream, subscription, stream.fetch())
+        return OpenedStream(stream, subscription, stream.fetch())
     except BaseException:
         subscription.close()
         raise
 
 
+def _open_response(response):
+    return open_stream(response.stream) if isinstance(response, EventStreamResponse) else response
+
+
+@dataclass
+class _Schedule:
+    deadline: float
+    next_heartbeat: float
+    ended: bool = False
+
+
 async def _events(stream: EventStream, subscription: Subscription, batch: Batch) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + stream.max_seconds
+    schedule = _Schedule(deadline=loop.time() + stream.max_seconds, next_heartbeat=loop.time() + stream.heartbeat)
     sent = 0
     async with released_request_thread():
         try:
             with stream.while_open:
                 yield b": connected\n\n"  # the client has its headers at once
-                next_heartbeat = loop.time() + stream.heartbeat
                 while True:
                     for message in batch.messages:
                         yield message.encode()
@@ -186,13 +204,31 @@ async def _events(stream: EventStream, subscription: Subscription, batch: Batch)
                     if batch.last:
                         return
                     if not batch.more:
-                        now = loop.time()
-                        if now >= deadline or is_shutting_down():  # a deploy: end cleanly, the client resumes elsewhere
+                        async for keepalive in _quiet(stream, subscription, schedule):
+                            yield keepalive
+                        if schedule.ended:
                             return
-                        if now >= next_heartbeat:
-                            yield b": keepalive\n\n"
-                            next_heartbeat = now + stream.heartbeat
-                        await subscription.wait(min(deadline, next_heartbeat, now + recheck_interval()) - now)
                     batch = await sync_to_async(run_released, thread_sensitive=False)(stream.fetch)
         finally:
             subscription.close()
+
+
+async def _quiet(stream: EventStream, subscription: Subscription, schedule: _Schedule) -> AsyncIterator[bytes]:
+    """Wait until a writer wakes the stream or its re-check is due (then the caller fetches), sending the keepalives
+    that fall due meanwhile. A keepalive costs no fetch: 2,000 idle streams fetching at each of theirs took most of
+    a worker's CPU (bench/run.py idle-streams). Sets `schedule.ended` at the deadline or when the server shuts down
+    (a deploy: end cleanly, the client resumes elsewhere)."""
+    loop = asyncio.get_running_loop()
+    recheck_at = loop.time() + recheck_interval(stream.recheck)
+    while True:
+        now = loop.time()
+        if now >= schedule.deadline or is_shutting_down():
+            schedule.ended = True
+            return
+        if now >= schedule.next_heartbeat:
+            yield b": keepalive\n\n"
+            schedule.next_heartbeat = now + stream.heartbeat
+        if now >= recheck_at:
+            return
+        if await subscription.wait(min(schedule.deadline, schedule.next_heartbeat, recheck_at) - now):
+            return

@@ -95,15 +95,20 @@ class TokenRateThrottle(BaseThrottle):
         if token is None or not settings.ACP_RATELIMIT_ENABLED:
             return True
         bucket = DAEMON if getattr(view, "action", None) in getattr(view, "daemon_actions", ()) else API
-        limit = token_limit(device_token=token.device_id is not None)
         now = time.time()
-        usage = _limiter().hit(limit, bucket, str(token.pk), now)
+        usage = token_usage(token, bucket, now)
         if usage is None:
             return True
         request._request.acp_rate_limit = usage
         if usage.exceeded:
             raise RateLimited(usage, now)
         return True
+
+
+def token_usage(token, bucket: str, now: float) -> Usage | None:
+    """Count one request of `token` in its `bucket`: the bucket's usage, or None when the store does not answer."""
+    limit = token_limit(device_token=token.device_id is not None)
+    return _limiter().hit(limit, bucket, str(token.pk), now)
 
 
 def rate_limit_headers(request) -> dict[str, str]:

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
 from acp.serving import middleware, optimised
+from acp.serving.fast_streams import FastStreamRouter, fast_streams
 from acp.serving.request_threads import PooledThreadsASGIHandler
 
 
@@ -40,10 +41,11 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def asgi_application() -> ASGIHandler:
-    """The optimised handler with a tuned collector, or Django's own handler as `get_asgi_application()` builds it."""
+def asgi_application():
+    """The optimised handler (behind the fast streams' router) with a tuned collector, or Django's own handler as
+    `get_asgi_application()` builds it."""
     if not optimised():
         return ASGIHandler()
-    application = OptimisedASGIHandler()
+    application = FastStreamRouter(OptimisedASGIHandler(), fast_streams())
     tune_garbage_collector()
     return application

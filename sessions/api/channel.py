@@ -10,12 +10,14 @@ pending, and the daemon acknowledges through the polls' endpoints.
 from __future__ import annotations
 
 import json
+import random
 import uuid
 
 from django.conf import settings
 from rest_framework.renderers import JSONRenderer
 
 from acp.api.sse import Batch, EventStream, Message
+from acp.api.viewsets import scope_to_owner
 from acp.models import Device
 from acp.presence import get_presence
 from acp.realtime import machine_key
@@ -24,7 +26,7 @@ from commands.api.serializers import ControlCommandSerializer
 from commands.selectors import commands_pending_on_machine
 from sessions.api.serializers import LaunchSerializer
 from sessions.choices import ChannelEvent
-from sessions.selectors import launch_queue
+from sessions.selectors import launch_queue, machine_channel_state
 
 PAGE_SIZE = 100  # of each kind per fetch; a full page is followed by another fetch at once
 
@@ -39,26 +41,31 @@ class MachineChannel:
         self.commands_sent: set[uuid.UUID] = set()
 
     def __call__(self) -> Batch:
-        if not self.is_current():
+        state = machine_channel_state(machine_id=self.machine_id, channel_id=self.channel_id)
+        if not state.current:
             replaced = Message(json.dumps({"machine_id": str(self.machine_id)}), event=ChannelEvent.REPLACED.value)
             return Batch([replaced], last=True)
-        launches = list(launch_queue(machine_id=self.machine_id).exclude(pk__in=self.launches_sent)[:PAGE_SIZE])
-        commands = list(
-            commands_pending_on_machine(device_id=self.machine_id).exclude(pk__in=self.commands_sent)[:PAGE_SIZE]
-        )
+        launches, commands = [], []  # an idle machine's connect: one query, nothing to read
+        if state.launches_pending:
+            launches = list(launch_queue(machine_id=self.machine_id).exclude(pk__in=self.launches_sent)[:PAGE_SIZE])
+        if state.commands_pending:
+            pending = commands_pending_on_machine(device_id=self.machine_id)
+            commands = list(pending.exclude(pk__in=self.commands_sent)[:PAGE_SIZE])
         self.launches_sent.update(launch.pk for launch in launches)
         self.commands_sent.update(command.pk for command in commands)
         messages = [_message(ChannelEvent.LAUNCH, row.pk, LaunchSerializer(row).data) for row in launches]
         messages += [_message(ChannelEvent.COMMAND, row.pk, ControlCommandSerializer(row).data) for row in commands]
         return Batch(messages, more=len(launches) >= PAGE_SIZE or len(commands) >= PAGE_SIZE)
 
-    def is_current(self) -> bool:
-        """Still the machine's channel (no other opened since, and the machine not deleted)."""
-        return Device.objects.filter(pk=self.machine_id, channel_id=self.channel_id).exists()
-
 
 def _message(kind: ChannelEvent, pk, data) -> Message:
     return Message(JSONRenderer().render(data).decode(), id=f"{kind.value}:{pk}", event=kind.value)
+
+
+def channel_open_for(caller, *, machine_id) -> EventStream | None:
+    """Open the machine's channel for `caller` (a request, or anything with its `user` and `auth`, the token): the
+    stream to serve, or None (not one of the caller's machines, or a device token's other machine: 404)."""
+    return channel_open(machines=scope_to_owner(Device.objects.all(), caller, device_field="id"), machine_id=machine_id)
 
 
 def channel_open(*, machines, machine_id) -> EventStream | None:
@@ -70,6 +77,10 @@ def channel_open(*, machines, machine_id) -> EventStream | None:
         key=machine_key(machine_id),
         fetch=MachineChannel(machine_id, channel_id),
         heartbeat=settings.ACP_STREAM_HEARTBEAT,
-        max_seconds=settings.ACP_CHANNEL_MAX_SECONDS,
+        # Spread over the last tenth: channels opened together (a reconnect storm) must not all end together.
+        max_seconds=settings.ACP_CHANNEL_MAX_SECONDS * random.uniform(0.9, 1.0),
+        # No timer re-check while the listener is up (it wakes every channel when its connection comes or goes): at
+        # 10,000 channels a re-check a minute each would be 170 fetches a second. Each reconnection fetches anew.
+        recheck=settings.ACP_CHANNEL_MAX_SECONDS,
         while_open=get_presence().hold(channel_id),
     )

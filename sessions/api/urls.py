@@ -1,9 +1,15 @@
+import re
+import uuid
+
 from django.urls import path
+from django.urls.converters import UUIDConverter
 from rest_framework.routers import SimpleRouter
 
 from acp.api.longpoll import long_poll_view
 from acp.api.sse import event_stream_view
+from acp.serving.fast_streams import FastStream
 from sessions.api import views
+from sessions.api.channel import channel_open_for
 
 router = SimpleRouter(trailing_slash=False, use_regex_path=False)
 router.register("workspaces", views.WorkspaceViewSet)
@@ -37,3 +43,13 @@ urlpatterns = [
     ),
     *router.urls,
 ]
+
+# A daemon connecting to its machine's channel (its plain case) is served without Django's handler, which cost most
+# of a connect (acp/serving/fast_streams.py); the path is "machine-stream" above, under acp/urls.py's "api/v1/".
+MACHINE_CHANNEL_FAST = FastStream(
+    pattern=re.compile(rf"/api/v1/machines/(?P<machine_id>{UUIDConverter.regex})/stream"),
+    view=views.MachineChannelViewSet,
+    action="stream",
+    open=channel_open_for,
+    convert=uuid.UUID,
+)

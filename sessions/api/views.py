@@ -22,7 +22,7 @@ from acp.realtime import machine_key
 from acp.services import device_touch
 from sessions import selectors, services
 from sessions.api.answers import launch_answer, launch_answer_by_id, launch_answer_or_404
-from sessions.api.channel import channel_open
+from sessions.api.channel import channel_open_for
 from sessions.api.serializers import (
     LaunchAckSerializer,
     LaunchAnswerSerializer,
@@ -249,8 +249,7 @@ class MachineChannelViewSet(EventStreamViewMixin, viewsets.GenericViewSet):
     )
     def stream(self, request, *args, **kwargs):
         refuse_unknown_query_params(request, self, allowed=())
-        machines = scope_to_owner(Device.objects.all(), request, device_field="id")
-        stream = channel_open(machines=machines, machine_id=self.kwargs["machine_id"])
+        stream = channel_open_for(request, machine_id=self.kwargs["machine_id"])
         if stream is None:
             raise NotFound()
         return EventStreamResponse(stream)

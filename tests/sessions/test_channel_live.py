@@ -209,3 +209,27 @@ def test_idle_channels_hold_no_request_thread_and_no_connection(processes, user,
     wait_until(lambda: name not in [app for app, _ in pg_activity()], 5, message="no connection of the server")
     for channel in channels:
         channel.close()
+
+
+def test_a_daemon_connect_answers_alike_on_the_fast_path_and_through_django(processes, user, device, running):
+    """The optimised server serves a plain connect without Django (acp/serving/fast_streams.py); a stock one through
+    Django and DRF: the same status, headers and stream."""
+    command = command_enqueue(session=running, command_type="pause")
+    token = make_token(user, device=device)
+    answers = {}
+    for mode in ("optimised", "stock"):
+        server = processes.start_server(f"acp-{mode}", ACP_SERVING=mode, ACP_STREAM_HEARTBEAT=HEARTBEAT)
+        url = f"{server.url}/api/v1/machines/{device.id}/stream"
+        with httpx.stream("GET", url, headers={**bearer(token), "Accept": "text/event-stream"}) as response:
+            body = b""
+            for chunk in response.iter_raw():
+                body += chunk
+                if b"\n\n" in body.partition(b"event: command")[2]:
+                    break
+            volatile = {"date", "ratelimit-remaining", "ratelimit-reset", "x-ratelimit-remaining", "x-ratelimit-reset"}
+            headers = {name: value for name, value in response.headers.items() if name not in volatile}
+            answers[mode] = (response.status_code, headers, body)
+    assert answers["optimised"] == answers["stock"]
+    status, headers, body = answers["optimised"]
+    assert status == 200 and headers["content-type"] == "text/event-stream" and "x-ratelimit-limit" in headers
+    assert body.startswith(b": connected\n\nevent: command\nid: command:" + str(command.pk).encode())

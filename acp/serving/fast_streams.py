@@ -1,0 +1,274 @@
+"""A lean way in for the event streams that are opened all the time: a machine's channel (every daemon holds one and
+reopens it after every deploy, so 10,000 daemons reconnect within a minute).
+
+Opening one through Django's handler, its middleware and DRF cost a worker 10–14 ms of CPU, most of it spent on
+generic request plumbing (bench/channel.py --profile). For a route an app lists in its AppConfig's `fast_streams`,
+the plain case of a daemon connecting — GET, no query string, `Accept: text/event-stream` (or none), a usable token in
+`Authorization: Bearer` or `X-API-Key` with the read scope, the token's budget not spent, a host Django accepts,
+HTTPS where it is required — is served here: the same authentication, rate limit and opener as the DRF view, on a
+worker thread, then the same stream body (acp/api/sse.py). Every other request, and any the opener refuses (not
+the caller's machine), goes on to Django, which answers it as it always does (400, 401, 403, 404, 429, …): only
+answers Django would give with a 200 are given here, with the headers Django would send (a test compares them).
+
+With ACP_SERVING=stock this path is off and Django serves every stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.http.request import split_domain_port, validate_host
+from rest_framework.exceptions import AuthenticationFailed
+
+from acp import composition
+from acp.api.authentication import authenticate_raw_token
+from acp.api.sse import MEDIA_TYPE, STREAM_HEADERS, EventStream, OpenedStream, open_stream
+from acp.api.throttling import API, DAEMON, token_usage
+from acp.choices import Scope
+from acp.db_release import run_released
+
+
+@dataclass(frozen=True)
+class FastStream:
+    """A stream route served here in its plain case.
+
+    `pattern` matches the whole path, its named groups are the opener's keyword arguments (converted by `convert`);
+    `view` and `action` are the DRF view that serves the route otherwise, read for who may call it
+    (`device_token_actions`) and its rate-limit bucket (`daemon_actions`); `open(caller, **kwargs)` runs on a worker
+    thread with `caller.user` and `caller.auth` (the token) and returns the stream, or None to let Django answer.
+    """
+
+    pattern: re.Pattern
+    view: type
+    action: str
+    open: Callable[..., EventStream | None]
+    convert: Callable[[str], object] = str
+
+    def match(self, path: str) -> dict | None:
+        found = self.pattern.fullmatch(path)
+        return None if found is None else {name: self.convert(value) for name, value in found.groupdict().items()}
+
+
+@dataclass
+class _Plain:
+    """What the request says, once it is known to be the plain case."""
+
+    stream: FastStream
+    kwargs: dict
+    token: str
+    secure: bool
+
+
+def fast_streams() -> list[FastStream]:
+    """The fast streams the ACP apps list (`fast_streams` in their AppConfig)."""
+    return list(composition.hooks("fast_streams"))
+
+
+class FastStreamRouter:
+    """ASGI: serve the plain case of the apps' fast streams, pass everything else to `app` (Django)."""
+
+    def __init__(self, app, streams: list[FastStream]):
+        self.app = app
+        self.streams = streams
+
+    async def __call__(self, scope, receive, send):
+        plain = self._plain(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if plain is None:
+            return await self.app(scope, receive, send)
+        opened = await sync_to_async(run_released, thread_sensitive=False)(lambda: _open(plain))
+        if opened is None:
+            return await self.app(scope, receive, send)
+        stream, usage_headers = opened
+        await _serve(stream, _headers(plain, usage_headers), receive, send)
+
+    def _plain(self, scope) -> _Plain | None:
+        for stream in self.streams:
+            kwargs = stream.match(scope["path"])
+            if kwargs is not None:
+                break
+        else:
+            return None
+        if scope.get("query_string"):
+            return None
+        headers = dict(scope["headers"])  # a repeated header keeps its last value: Django would join them, so…
+        if len(headers) != len(scope["headers"]):
+            return None  # …a request with repeated headers goes to Django
+        if not _accepts_stream(headers.get(b"accept")):
+            return None
+        policy = _policy()
+        secure = _is_secure(scope, headers, policy)
+        if (policy.ssl_redirect and not secure) or not _host_allowed(headers, policy):
+            return None
+        token = _token(headers)
+        return None if token is None else _Plain(stream, kwargs, token, secure)
+
+
+def _accepts_stream(accept: bytes | None) -> bool:
+    """No Accept, `*/*` or one naming the stream's media type (DRF could refuse others with 406: Django decides)."""
+    return accept is None or accept.strip() == b"*/*" or MEDIA_TYPE.encode() in accept
+
+
+def _token(headers: dict) -> str | None:
+    authorization = headers.get(b"authorization")
+    if authorization is None:
+        raw = headers.get(b"x-api-key")
+    else:
+        parts = authorization.split()
+        if len(parts) != 2 or parts[0].lower() != b"bearer":
+            return None
+        raw = parts[1]
+    try:
+        return None if raw is None else raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """The settings a plain connect is checked against, read once (each read of `settings` costs a lookup)."""
+
+    ssl_redirect: bool
+    proxy_ssl_header: tuple[bytes, str] | None  # (header name as ASGI spells it, the value that means HTTPS)
+    forwarded_host: bool
+    allowed_hosts: list[str]
+    headers: list[tuple[str, str]]  # what Django's middleware adds to a 200 stream, HSTS aside
+    hsts: str | None
+
+
+@functools.cache
+def _policy() -> _Policy:
+    proxy_ssl_header = None
+    if settings.SECURE_PROXY_SSL_HEADER:
+        name, value = settings.SECURE_PROXY_SSL_HEADER
+        proxy_ssl_header = (name.removeprefix("HTTP_").lower().replace("_", "-").encode(), value)
+    allowed_hosts = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed_hosts:
+        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]  # as HttpRequest.get_host
+    return _Policy(
+        ssl_redirect=settings.SECURE_SSL_REDIRECT,
+        proxy_ssl_header=proxy_ssl_header,
+        forwarded_host=settings.USE_X_FORWARDED_HOST,
+        allowed_hosts=allowed_hosts,
+        headers=_middleware_headers(),
+        hsts=_hsts(),
+    )
+
+
+def _middleware_headers() -> list[tuple[str, str]]:
+    """SecurityMiddleware's and XFrameOptionsMiddleware's headers on a 200 stream (HSTS: `_hsts`)."""
+    headers = []
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append(("X-Content-Type-Options", "nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        policy = settings.SECURE_REFERRER_POLICY
+        headers.append(("Referrer-Policy", policy if isinstance(policy, str) else ",".join(policy)))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
+    headers.append(("X-Frame-Options", settings.X_FRAME_OPTIONS))
+    return headers
+
+
+def _hsts() -> str | None:
+    if not settings.SECURE_HSTS_SECONDS:
+        return None
+    hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+    if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+        hsts += "; includeSubDomains"
+    if settings.SECURE_HSTS_PRELOAD:
+        hsts += "; preload"
+    return hsts
+
+
+def _settings_changed(**kwargs) -> None:
+    _policy.cache_clear()
+
+
+setting_changed.connect(_settings_changed)
+
+
+def _is_secure(scope, headers: dict, policy: _Policy) -> bool:
+    if policy.proxy_ssl_header is not None:
+        name, value = policy.proxy_ssl_header
+        forwarded = headers.get(name)
+        if forwarded is not None:
+            return forwarded.split(b",")[0].strip().decode("latin-1") == value
+    return scope.get("scheme") == "https"
+
+
+def _host_allowed(headers: dict, policy: _Policy) -> bool:
+    if policy.forwarded_host:
+        return False  # Django reads the host elsewhere then: let it
+    domain, _port = split_domain_port(headers.get(b"host", b"").decode("latin-1"))
+    return bool(domain) and validate_host(domain, policy.allowed_hosts)
+
+
+def _open(plain: _Plain):
+    """On a worker thread: authenticate, check the scopes and the budget as the DRF view's classes do, and open."""
+    try:
+        user, token = authenticate_raw_token(plain.token)
+    except AuthenticationFailed:
+        return None
+    view, action = plain.stream.view, plain.stream.action
+    if Scope.READ not in token.scopes:
+        return None
+    if token.device_id is not None and action not in view.device_token_actions:
+        return None
+    usage = _rate_limit(token, DAEMON if action in view.daemon_actions else API)
+    if usage is not None and usage.exceeded:
+        return None  # Django counts it again and answers 429
+    stream = plain.stream.open(SimpleNamespace(user=user, auth=token), **plain.kwargs)
+    if stream is None:
+        return None
+    return open_stream(stream), ({} if usage is None else usage.headers(time.time()))
+
+
+def _rate_limit(token, bucket: str):
+    return token_usage(token, bucket, time.time()) if settings.ACP_RATELIMIT_ENABLED else None
+
+
+def _headers(plain: _Plain, usage_headers: dict) -> list[tuple[bytes, bytes]]:
+    """Django's for this answer: the stream's own, its middleware's, the rate limit's."""
+    policy = _policy()
+    headers = [("Content-Type", MEDIA_TYPE), *STREAM_HEADERS]
+    if plain.secure and policy.hsts:
+        headers.append(("Strict-Transport-Security", policy.hsts))
+    headers += policy.headers
+    headers += usage_headers.items()
+    return [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in headers]
+
+
+async def _serve(opened: OpenedStream, headers, receive, send) -> None:
+    """Send the stream until it ends or the client goes away (then the body is closed, its subscription too)."""
+    body = opened.body()
+    pump = asyncio.ensure_future(_pump(body, headers, send))
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pump, gone):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await pump
+        await body.aclose()
+
+
+async def _pump(body: AsyncIterator[bytes], headers, send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    async for chunk in body:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _disconnected(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,158 @@
+"""The fast way in for a machine's channel (acp/serving/fast_streams.py): its plain case is served without Django's
+handler, every other request reaches Django untouched. Driven as ASGI in this process, with a stand-in for Django
+that records what it was given; the answers Django gives are compared with these live in test_channel_live.py."""
+
+import asyncio
+import uuid
+
+import pytest
+from django.urls import resolve
+
+from acp.choices import Scope
+from acp.models import ApiToken, Device
+from acp.services import token_hash, token_revoke
+from acp.serving.fast_streams import FastStreamRouter, fast_streams
+from commands.services import command_enqueue, local_session_create, thread_create
+from tests.conftest import make_token
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the opener runs on a worker thread, on its own connection
+
+SSE = b"text/event-stream"
+
+
+class Django:
+    """Stands in for Django's handler: answers 599 and remembers each request it was handed."""
+
+    def __init__(self):
+        self.paths = []
+
+    async def __call__(self, scope, receive, send):
+        self.paths.append(scope["path"])
+        await send({"type": "http.response.start", "status": 599, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def http_scope(path, *headers, query=b"", method="GET", scheme="http", host=b"127.0.0.1"):
+    return {
+        "type": "http",
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "query_string": query,
+        "headers": [(b"host", host), *headers],
+    }
+
+
+def call(router, scope, *, until=b": connected\n\n", timeout=5.0):
+    """Run the router on `scope`; a stream is read until `until` arrived, then the client goes away."""
+    messages, disconnect = [], None
+
+    async def run():
+        nonlocal disconnect
+        disconnect = asyncio.Event()
+        received = iter([{"type": "http.request", "body": b"", "more_body": False}])
+
+        async def receive():
+            message = next(received, None)
+            if message is not None:
+                return message
+            await disconnect.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            messages.append(message)
+            body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+            if until in body:
+                disconnect.set()
+
+        await asyncio.wait_for(router(scope, receive, send), timeout)
+
+    asyncio.run(run())
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return start["status"], dict(start["headers"]), body
+
+
+@pytest.fixture
+def router():
+    return FastStreamRouter(Django(), fast_streams())
+
+
+def channel(machine_id):
+    return f"/api/v1/machines/{machine_id}/stream"
+
+
+def bearer(raw):
+    return (b"authorization", f"Bearer {raw}".encode())
+
+
+def test_the_route_served_fast_is_the_url_confs_channel(device):
+    assert resolve(channel(device.pk)).url_name == "machine-stream"
+    [stream] = fast_streams()
+    assert stream.match(channel(device.pk)) == {"machine_id": device.pk}
+    for path in (channel(device.pk) + "/", channel(str(device.pk).upper()), f"/api/v1/machines/{device.pk}x/stream"):
+        assert stream.match(path) is None
+
+
+def test_a_daemon_connecting_is_served_without_django(router, user, device):
+    thread = thread_create(user=user, title="t")
+    session = local_session_create(user=user, thread=thread, device=device, status="running")
+    command = command_enqueue(session=session, command_type="pause")
+    daemon_token, user_token = make_token(user, device=device), make_token(user)
+    for credential, accept in (
+        (bearer(daemon_token), [(b"accept", SSE)]),
+        ((b"x-api-key", user_token.encode()), [(b"accept", b"application/json, text/event-stream")]),
+        (bearer(user_token), []),
+        (bearer(daemon_token), [(b"accept", b"*/*")]),
+    ):
+        status, headers, body = call(router, http_scope(channel(device.pk), *accept, credential),
+                                     until=f"id: command:{command.pk}".encode())  # fmt: skip
+        assert status == 200 and headers[b"content-type"] == SSE and headers[b"cache-control"] == b"no-cache"
+        assert body.startswith(b": connected\n\nevent: command\n") and b"ratelimit-limit" in headers
+    assert router.app.paths == []
+    assert Device.objects.get(pk=device.pk).channel_id is not None
+
+
+def test_every_other_request_goes_to_django_untouched(router, user, device, other_device):
+    device_token, user_token = make_token(user, device=device), make_token(user)
+    read_less = make_token(user, scopes=[Scope.WRITE])
+    revoked = make_token(user)
+    token_revoke(token=ApiToken.objects.get(key_hash=token_hash(revoked)))
+    other_machine_token = make_token(user, device=Device.objects.create(user=user, name="desktop"))
+    plain = [(b"accept", SSE), bearer(device_token)]
+    refused = {
+        "a query string": http_scope(channel(device.pk), *plain, query=b"since=3"),
+        "Accept: JSON": http_scope(channel(device.pk), (b"accept", b"application/json"), bearer(device_token)),
+        "no token": http_scope(channel(device.pk), (b"accept", SSE)),
+        "an unknown token": http_scope(channel(device.pk), (b"accept", SSE), bearer("acp_unknown")),
+        "a revoked token": http_scope(channel(device.pk), (b"accept", SSE), bearer(revoked)),
+        "not Bearer": http_scope(channel(device.pk), (b"accept", SSE), (b"authorization", b"Basic abc")),
+        "no read scope": http_scope(channel(device.pk), (b"accept", SSE), bearer(read_less)),
+        "another user's machine": http_scope(channel(other_device.pk), (b"accept", SSE), bearer(user_token)),
+        "the token's other machine": http_scope(channel(device.pk), (b"accept", SSE), bearer(other_machine_token)),
+        "an unknown machine": http_scope(channel(uuid.uuid4()), (b"accept", SSE), bearer(user_token)),
+        "a repeated header": http_scope(channel(device.pk), *plain, (b"accept", SSE)),
+        "a host not allowed": http_scope(channel(device.pk), *plain, host=b"evil.example"),
+        "a POST": http_scope(channel(device.pk), *plain, method="POST"),
+        "another path": http_scope(f"/api/v1/machines/{device.pk}/launches", *plain),
+    }
+    for name, scope in refused.items():
+        router.app.paths.clear()
+        status, _, _ = call(router, scope)
+        assert (status, router.app.paths) == (599, [scope["path"]]), name
+    assert Device.objects.get(pk=device.pk).channel_id is None  # none of them opened it
+
+
+def test_plain_http_where_https_is_required_goes_to_django(router, settings, user, device):
+    settings.SECURE_SSL_REDIRECT = True
+    plain = [(b"accept", SSE), bearer(make_token(user, device=device))]
+    assert call(router, http_scope(channel(device.pk), *plain))[0] == 599
+    settings.SECURE_HSTS_SECONDS = 3600
+    status, headers, _ = call(router, http_scope(channel(device.pk), *plain, scheme="https"))
+    assert status == 200 and headers[b"strict-transport-security"].startswith(b"max-age=3600")
+
+
+def test_a_spent_budget_goes_to_django_which_answers_429(router, settings, user, device):
+    settings.ACP_RATELIMIT_DEVICE = "2/hour"
+    plain = [(b"accept", SSE), bearer(make_token(user, device=device))]
+    assert [call(router, http_scope(channel(device.pk), *plain))[0] for _ in range(3)] == [200, 200, 599]
