@@ -28,6 +28,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.http.request import split_domain_port, validate_host
+from django.urls import Resolver404, resolve
 from rest_framework.exceptions import AuthenticationFailed
 
 from acp import composition
@@ -42,21 +43,28 @@ from acp.db_release import run_released
 class FastStream:
     """A stream route served here in its plain case.
 
-    `pattern` matches the whole path, its named groups are the opener's keyword arguments (converted by `convert`);
-    `view` and `action` are the DRF view that serves the route otherwise, read for who may call it
-    (`device_token_actions`) and its rate-limit bucket (`daemon_actions`); `open(caller, **kwargs)` runs on a worker
-    thread with `caller.user` and `caller.auth` (the token) and returns the stream, or None to let Django answer.
+    `pattern` picks the paths worth resolving (the others pay nothing); a path is served only where the URL conf
+    resolves it to `view` (a DRF viewset) with `action` for GET, so the URL conf stays the one place that says
+    what a path is. `view` is also read for who may call it (`device_token_actions`) and its rate-limit bucket
+    (`daemon_actions`); `open(caller, **kwargs)` runs on a worker thread with `caller.user` and `caller.auth` (the
+    token) and the path's converted arguments, and returns the stream, or None to let Django answer.
     """
 
     pattern: re.Pattern
     view: type
     action: str
     open: Callable[..., EventStream | None]
-    convert: Callable[[str], object] = str
 
     def match(self, path: str) -> dict | None:
-        found = self.pattern.fullmatch(path)
-        return None if found is None else {name: self.convert(value) for name, value in found.groupdict().items()}
+        if self.pattern.fullmatch(path) is None:
+            return None
+        try:
+            found = resolve(path)
+        except Resolver404:
+            return None
+        if getattr(found.func, "cls", None) is not self.view or found.func.actions.get("get") != self.action:
+            return None
+        return found.kwargs
 
 
 @dataclass

@@ -86,12 +86,14 @@ def bearer(raw):
     return (b"authorization", f"Bearer {raw}".encode())
 
 
-def test_the_route_served_fast_is_the_url_confs_channel(device):
+def test_the_route_served_fast_is_the_url_confs_channel(device, settings):
     assert resolve(channel(device.pk)).url_name == "machine-stream"
     [stream] = fast_streams()
     assert stream.match(channel(device.pk)) == {"machine_id": device.pk}
     for path in (channel(device.pk) + "/", channel(str(device.pk).upper()), f"/api/v1/machines/{device.pk}x/stream"):
         assert stream.match(path) is None
+    settings.ROOT_URLCONF = "tests.sessions.older_server_urls"  # a URL conf where the path is something else
+    assert stream.match(channel(device.pk)) is None
 
 
 def test_a_daemon_connecting_is_served_without_django(router, user, device):
