@@ -90,7 +90,7 @@ def create_data(idle_polls: int) -> dict:
     from django.db import connection
     from django.utils import timezone
 
-    from acp.models import ApiToken, Device, Environment, Project, User
+    from acp.models import ApiToken, ApiTokenKind, Device, Environment, Project, User
     from acp.services import TOKEN_PREFIX, token_create, token_hash
     from bindings.models import WorkspaceBinding
     from commands.services import local_session_create, thread_create
@@ -124,7 +124,15 @@ def create_data(idle_polls: int) -> dict:
     raws = [TOKEN_PREFIX + uuid.uuid4().hex + uuid.uuid4().hex for _ in daemons]
     ApiToken.objects.bulk_create(
         [
-            ApiToken(user=user, device=d, name="idle", key_prefix=raw[:12], key_hash=token_hash(raw), created_at=now)
+            ApiToken(
+                user=user,
+                kind=ApiTokenKind.DEVICE,
+                device=d,
+                name="idle",
+                key_prefix=raw[:12],
+                key_hash=token_hash(raw),
+                created_at=now,
+            )
             for d, raw in zip(daemons, raws, strict=True)
         ],
         batch_size=1000,
