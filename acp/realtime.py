@@ -27,12 +27,18 @@ CHANNEL = "acp_events"
 SQLITE_POLL_INTERVAL = 0.25  # seconds between re-checks where there is no NOTIFY
 
 
-def notify(key: str) -> None:
-    """Wake the waiters of `key` in every process when the current transaction commits."""
-    if connection.vendor != "postgresql":
+def machine_key(device_id) -> str:
+    """The key of everything a machine's daemon waits for: its launches, its sessions' commands, its channel."""
+    return f"machine:{device_id}"
+
+
+def notify(*keys: str) -> None:
+    """Wake the waiters of each of `keys` in every process when the current transaction commits (one statement)."""
+    if connection.vendor != "postgresql" or not keys:
         return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, key])
+        params = [value for key in keys for value in (CHANNEL, key)]
+        cursor.execute("SELECT " + ", ".join(["pg_notify(%s, %s)"] * len(keys)), params)
 
 
 class Subscription:

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from acp import domain
+from acp import domain, realtime
 from acp.choices import FULL_SCOPES, ApiTokenKind, PairingTokenStatus
 from acp.domain import InvalidInput, Outcome
 from acp.models import ApiToken, Device, Environment, PairingFailure, PairingToken
@@ -104,6 +104,35 @@ def device_touch(*, devices: QuerySet[Device], device_id, now=None) -> bool:
     """
     now = now or timezone.now()
     return devices.filter(pk=device_id).update(last_seen_at=now, updated_at=now) > 0
+
+
+def device_channel_open(*, devices: QuerySet[Device], device_id, channel_id, now=None) -> bool:
+    """Make `channel_id` the device's one channel if it is one of `devices` (the caller's), and mark it seen, in one
+    statement; the channel it replaces (on any server process) is woken on commit and ends. False: no such device."""
+    now = now or timezone.now()
+    table = connection.ops.quote_name(Device._meta.db_table)
+    owned, owned_params = devices.filter(pk=device_id).values("pk").query.sql_with_params()
+    returning, returning_params = ("pg_notify(%s, %s)", [realtime.CHANNEL, realtime.machine_key(device_id)])
+    if connection.vendor != "postgresql":
+        returning, returning_params = "1", []
+    sql = (
+        f'UPDATE {table} SET "last_seen_at" = %s, "updated_at" = %s, "channel_id" = %s, "channel_opened_at" = %s'
+        f' WHERE "id" IN ({owned}) RETURNING {returning}'
+    )
+    field = Device._meta.get_field("channel_id")
+    params = [now, now, field.get_db_prep_value(channel_id, connection), now, *owned_params, *returning_params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
+def device_channels_refresh(*, channel_ids, now=None) -> int:
+    """Mark seen, in one UPDATE, the devices whose channel is one of `channel_ids` (a process's open channels; a
+    replaced one no longer matches). How many were."""
+    if not channel_ids:
+        return 0
+    now = now or timezone.now()
+    return Device.objects.filter(channel_id__in=channel_ids).update(last_seen_at=now, updated_at=now)
 
 
 # --- environments: at most one default per user (the partial unique constraint environment_one_default_per_user) --

@@ -221,6 +221,15 @@ ACP_SESSION_LOST_AFTER = os.environ.get("ACP_SESSION_LOST_AFTER", "10m")  # live
 ACP_LONG_POLL_MAX_WAIT = env_float("ACP_LONG_POLL_MAX_WAIT", 30.0)
 ACP_STREAM_HEARTBEAT = env_float("ACP_STREAM_HEARTBEAT", 15.0)  # seconds between an event stream's keepalives
 ACP_STREAM_MAX_SECONDS = env_float("ACP_STREAM_MAX_SECONDS", 300.0)  # then the client reconnects (Last-Event-ID)
+# A machine's channel (GET /api/v1/machines/{id}/stream) ends after this many seconds (its daemon reconnects), and
+# each process marks the machines of its open channels seen every PRESENCE_INTERVAL seconds (in one statement).
+ACP_CHANNEL_MAX_SECONDS = env_float("ACP_CHANNEL_MAX_SECONDS", 1800.0)
+ACP_CHANNEL_PRESENCE_INTERVAL = env_float("ACP_CHANNEL_PRESENCE_INTERVAL", 30.0)
+if not 0 < ACP_CHANNEL_PRESENCE_INTERVAL < ACP_DEVICE_OFFLINE_AFTER:
+    raise ImproperlyConfigured(
+        f"ACP_CHANNEL_PRESENCE_INTERVAL ({ACP_CHANNEL_PRESENCE_INTERVAL:g}) must be above 0 and below "
+        f"ACP_DEVICE_OFFLINE_AFTER ({ACP_DEVICE_OFFLINE_AFTER}): a machine with an open channel would read offline."
+    )
 ACP_EVENTS_PER_BATCH = env_int("ACP_EVENTS_PER_BATCH", 500)  # events in one ingest request
 ACP_EVENT_MAX_BYTES = env_int("ACP_EVENT_MAX_BYTES", 64 * 1024)  # an event's data, as JSON
 # Seconds between a waiter's re-checks of the database when no notification came (a last resort; acp/realtime.py).

@@ -46,6 +46,13 @@ def commands_pending(*, user, thread_id, session_id, device_id=None, limit: int)
     return rows, rows[0].pending_total if rows else 0
 
 
+def commands_pending_on_machine(*, device_id) -> QuerySet[ControlCommand]:
+    """The pending commands of every session on a machine, oldest first (its channel's backlog)."""
+    return ControlCommand.objects.filter(session__device_id=device_id, status=CommandStatus.PENDING).order_by(
+        "created_at", "id"
+    )
+
+
 def events_page(
     *,
     thread_id,

@@ -256,7 +256,7 @@ def validate_command_payload(command_type: str, payload) -> dict:
 def command_enqueue(
     *, session, command_type: str, payload: dict | None = None, sessions: QuerySet | None = None
 ) -> ControlCommand:
-    """Queue a `pending` command for the session's daemon and wake its pollers (on commit).
+    """Queue a `pending` command for the session's daemon and wake its poll and its machine's channel (on commit).
 
     Raises `Conflict` when the session has ended, or for `pause` on a paused session / `resume` on one that is
     not paused; `InvalidInput` for a `message` without `payload.text`.
@@ -282,7 +282,7 @@ def command_enqueue(
             EventType.COMMAND_QUEUED, session=session, commandId=command.pk, commandType=command_type, payload=payload
         ),
     )
-    notify(command_notify_key(session.pk))
+    notify(command_notify_key(session.pk), realtime.machine_key(session.device_id))  # its poll, its machine's channel
     return command
 
 

@@ -1,7 +1,7 @@
 """Every write and state change of workspaces and launches.
 
 The launch handshake: `launch_create` records a launch `pending` and wakes the machine's daemon
-(NOTIFY `launches:<machine_id>`); the daemon answers with `launch_acknowledge` (NOTIFY
+(NOTIFY `acp.realtime.machine_key`); the daemon answers with `launch_acknowledge` (NOTIFY
 `launch:<launch_id>`), which on "ok" creates the session's thread (or reuses the caller's) and local
 session in the same transaction; the waiting request reads the result, or, at its deadline, calls
 `launch_time_out`. Every move is a conditional write on the launch row, so whichever of the
@@ -52,10 +52,6 @@ def workspace_update(*, workspace: Workspace, **fields) -> Workspace:
     return workspace
 
 
-def machine_launches_key(machine_id) -> str:
-    return f"launches:{machine_id}"
-
-
 def launch_key(launch_id) -> str:
     return f"launch:{launch_id}"
 
@@ -101,7 +97,7 @@ def launch_create(
         expires_at=now + timedelta(seconds=settings.ACP_LAUNCH_ACK_TIMEOUT),
     )
     if online:
-        realtime.notify(machine_launches_key(machine.pk))
+        realtime.notify(realtime.machine_key(machine.pk))
     if user_session is not None:  # a new thread is created only if the daemon accepts: the events wait till then
         outcome = [] if online else [EventType.LAUNCH_FAILED]
         record_events(user_session.pk, *_launch_events(launch, EventType.LAUNCH_REQUESTED, *outcome))

@@ -10,9 +10,11 @@ heartbeat, and ends the stream after `max_seconds`, or at once when the server s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
@@ -46,15 +48,69 @@ def wants_stream(request, stream_param: bool | None) -> bool:
     return MEDIA_TYPE in request.headers.get("Accept", "")
 
 
+@dataclass(frozen=True)
+class Message:
+    """One SSE event: `data` (JSON text), with its `id` (the client's Last-Event-ID) and its `event` name, if any."""
+
+    data: str
+    id: str | None = None
+    event: str | None = None  # None: a plain `message`
+
+    def encode(self) -> bytes:
+        event = f"event: {self.event}\n" if self.event else ""
+        event_id = f"id: {self.id}\n" if self.id is not None else ""
+        return f"{event}{event_id}data: {self.data}\n\n".encode()
+
+
+@dataclass
+class Batch:
+    """What one `fetch` found."""
+
+    messages: list[Message]
+    more: bool = False  # a full page: fetch again at once instead of waiting
+    last: bool = False  # end the stream after these (e.g. the channel was replaced)
+
+
 @dataclass
 class EventStream:
     key: str  # the acp.realtime key the writers notify
-    after: int  # the last position the client has
-    fetch: Callable[[int], list[tuple[int, str]]]  # positions after `after` → [(position, JSON text)], in order
-    page_size: int  # `fetch` returns at most this many; fewer means it is caught up
+    fetch: Callable[[], Batch]  # what to send next; keeps its own place (a position, the ids sent). A worker thread.
     heartbeat: float
     max_seconds: float
     limit: int | None = None  # end after this many events
+    while_open: AbstractContextManager = field(default_factory=contextlib.nullcontext)  # held for the stream's life
+
+
+class AfterPosition:
+    """The `fetch` of a stream of numbered events (a timeline): each time, the page after the last position sent.
+
+    `fetch(after)` returns [(position, JSON text)] in order, at most `page_size` (fewer: caught up).
+    """
+
+    def __init__(self, fetch: Callable[[int], list[tuple[int, str]]], *, after: int, page_size: int):
+        self._fetch = fetch
+        self.after = after
+        self.page_size = page_size
+
+    def __call__(self) -> Batch:
+        rows = self._fetch(self.after)
+        if rows:
+            self.after = rows[-1][0]
+        messages = [Message(payload, id=str(position)) for position, payload in rows]
+        return Batch(messages, more=len(rows) >= self.page_size)
+
+
+class EventStreamViewMixin:
+    """A DRF view that may answer a stream: it accepts `Accept: text/event-stream`, and its errors stay JSON."""
+
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(getattr(response, "accepted_renderer", None), EventStreamRenderer):
+            response.accepted_renderer = JSONRenderer()  # errors (and pages) are JSON whatever was asked
+            response.accepted_media_type = "application/json"
+        return response
 
 
 class EventStreamResponse(Response):
@@ -90,29 +146,30 @@ def event_stream_view(drf_view):
 async def _events(stream: EventStream) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + stream.max_seconds
-    after, sent = stream.after, 0
+    sent = 0
     async with released_request_thread():
         subscription = await sync_to_async(subscribe, thread_sensitive=False)(stream.key)
         try:
-            yield b": connected\n\n"  # the client has its headers at once
-            next_heartbeat = loop.time() + stream.heartbeat
-            while True:
-                batch = await sync_to_async(run_released, thread_sensitive=False)(
-                    functools.partial(stream.fetch, after)
-                )
-                for position, payload in batch:
-                    yield f"id: {position}\ndata: {payload}\n\n".encode()
-                    after, sent = position, sent + 1
-                    if stream.limit is not None and sent >= stream.limit:
+            with stream.while_open:
+                yield b": connected\n\n"  # the client has its headers at once
+                next_heartbeat = loop.time() + stream.heartbeat
+                while True:
+                    batch = await sync_to_async(run_released, thread_sensitive=False)(stream.fetch)
+                    for message in batch.messages:
+                        yield message.encode()
+                        sent += 1
+                        if stream.limit is not None and sent >= stream.limit:
+                            return
+                    if batch.last:
                         return
-                if len(batch) >= stream.page_size:
-                    continue
-                now = loop.time()
-                if now >= deadline or is_shutting_down():  # a deploy: end cleanly, the client resumes elsewhere
-                    return
-                if now >= next_heartbeat:
-                    yield b": keepalive\n\n"
-                    next_heartbeat = now + stream.heartbeat
-                await subscription.wait(min(deadline, next_heartbeat, now + recheck_interval()) - now)
+                    if batch.more:
+                        continue
+                    now = loop.time()
+                    if now >= deadline or is_shutting_down():  # a deploy: end cleanly, the client resumes elsewhere
+                        return
+                    if now >= next_heartbeat:
+                        yield b": keepalive\n\n"
+                        next_heartbeat = now + stream.heartbeat
+                    await subscription.wait(min(deadline, next_heartbeat, now + recheck_interval()) - now)
         finally:
             subscription.close()

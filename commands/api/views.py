@@ -18,7 +18,7 @@ from acp.api.permissions import token_device_id
 from acp.api.query_params import refuse_unknown_query_params
 from acp.api.schema import envelope_serializer
 from acp.api.serializers import ErrorSerializer
-from acp.api.sse import MEDIA_TYPE, EventStream, EventStreamRenderer, EventStreamResponse, wants_stream
+from acp.api.sse import MEDIA_TYPE, AfterPosition, EventStream, EventStreamResponse, EventStreamViewMixin, wants_stream
 from acp.api.viewsets import OwnedViewSetMixin
 from commands import selectors, services
 from commands.api.serializers import (
@@ -329,25 +329,17 @@ SSE_DESCRIPTION = (
 )
 
 
-class ThreadEventViewSet(viewsets.GenericViewSet):
+class ThreadEventViewSet(EventStreamViewMixin, viewsets.GenericViewSet):
     """A thread's timeline: what its daemon, its user and the server recorded, in order (`sequence`)."""
 
     queryset = ThreadEvent.objects.all()
     serializer_class = ThreadEventSerializer
-    renderer_classes = [JSONRenderer, EventStreamRenderer]
     pagination_class = None
     device_token_actions = ("read", "ingest")
 
     def get_thread(self) -> Thread:
         threads = selectors.threads_visible(user=self.request.user, device_id=token_device_id(self.request))
         return get_object_or_404(threads.only("id"), pk=self.kwargs["threadId"])
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        response = super().finalize_response(request, response, *args, **kwargs)
-        if isinstance(getattr(response, "accepted_renderer", None), EventStreamRenderer):
-            response.accepted_renderer = JSONRenderer()  # errors (and pages) are JSON whatever was asked
-            response.accepted_media_type = "application/json"
-        return response
 
     @extend_schema(
         parameters=EVENT_PARAMETERS,
@@ -404,9 +396,7 @@ class ThreadEventViewSet(viewsets.GenericViewSet):
         return EventStreamResponse(
             EventStream(
                 key=services.thread_events_key(thread.pk),
-                after=after,
-                fetch=fetch,
-                page_size=page_size,
+                fetch=AfterPosition(fetch, after=after, page_size=page_size),
                 heartbeat=settings.ACP_STREAM_HEARTBEAT,
                 max_seconds=settings.ACP_STREAM_MAX_SECONDS,
                 limit=limit,

@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from acp.api.longpoll import long_poll_view
+from acp.api.sse import event_stream_view
 from sessions.api import views
 
 router = SimpleRouter(trailing_slash=False, use_regex_path=False)
@@ -23,6 +24,11 @@ urlpatterns = [
         "machines/<uuid:machine_id>/launches",
         long_poll_view(views.MachineLaunchViewSet.as_view({"get": "poll"})),
         name="machine-launches",
+    ),
+    path(
+        "machines/<uuid:machine_id>/stream",
+        event_stream_view(views.MachineChannelViewSet.as_view({"get": "stream"})),
+        name="machine-stream",
     ),
     path(
         "machines/<uuid:machine_id>/launches/<uuid:launch_id>/ack",

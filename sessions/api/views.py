@@ -5,8 +5,8 @@ import functools
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
@@ -15,11 +15,14 @@ from acp.api.longpoll import LongPoll, LongPollResponse, PollParamsSerializer, p
 from acp.api.pagination import list_envelope
 from acp.api.query_params import refuse_unknown_query_params
 from acp.api.serializers import ErrorSerializer
+from acp.api.sse import MEDIA_TYPE, EventStreamResponse, EventStreamViewMixin
 from acp.api.viewsets import OwnedModelViewSet, OwnedViewSetMixin, scope_to_owner
 from acp.models import Device
+from acp.realtime import machine_key
 from acp.services import device_touch
 from sessions import selectors, services
 from sessions.api.answers import launch_answer, launch_answer_by_id, launch_answer_or_404
+from sessions.api.channel import channel_open
 from sessions.api.serializers import (
     LaunchAckSerializer,
     LaunchAnswerSerializer,
@@ -159,7 +162,7 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
             return Response(page)
         return LongPollResponse(
             LongPoll(
-                key=services.machine_launches_key(machine_id),
+                key=machine_key(machine_id),
                 timeout=wait,
                 check=functools.partial(_launch_queue_answer, machine_id, limit, empty_too=False),
                 on_timeout=functools.partial(_launch_queue_answer, machine_id, limit, empty_too=True),
@@ -190,6 +193,67 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
             launch=launch, status=body.validated_data["status"], payload=body.validated_data.get("payload")
         )
         return Response(LaunchSerializer(acknowledged.obj).data)
+
+
+CHANNEL_EVENTS = ("launch", "command", "replaced")
+ChannelMessage = inline_serializer(
+    "MachineChannelMessage",
+    {
+        "event": serializers.ChoiceField(
+            choices=CHANNEL_EVENTS,
+            help_text=(
+                "`launch`: a pending launch, as an item of the launches poll; `command`: a pending control command "
+                "of a session on the machine, as an item of the control poll; `replaced`: another channel for the "
+                "machine opened, this one ends (its daemon should stop, not reconnect)."
+            ),
+        ),
+        "id": serializers.CharField(
+            required=False, help_text="`launch:<launch id>` or `command:<command id>`; `replaced` has none."
+        ),
+        "data": serializers.CharField(
+            help_text='JSON: a Launch, a ControlCommand, or for `replaced` `{"machine_id": "<id>"}`.'
+        ),
+    },
+)
+
+
+@extend_schema(parameters=[OpenApiParameter("machine_id", OpenApiTypes.UUID, OpenApiParameter.PATH)])
+class MachineChannelViewSet(EventStreamViewMixin, viewsets.GenericViewSet):
+    """The daemon's one connection: its machine's pending launches and commands, then new ones as they commit."""
+
+    queryset = Device.objects.all()
+    pagination_class = None
+    device_token_actions = ("stream",)
+    daemon_actions = ("stream",)
+
+    @extend_schema(
+        summary="Open the machine's channel (Server-Sent Events)",
+        description=(
+            "First every pending launch (oldest first), then every pending control command of the machine's "
+            "sessions (oldest first), then new ones as they commit; each is sent once per connection, and a "
+            "reconnection (with or without `Last-Event-ID`) gets again whatever is still pending. Acknowledge "
+            "through the launch and control endpoints. A `: keepalive` comment every `ACP_STREAM_HEARTBEAT` "
+            "seconds; the stream ends after `ACP_CHANNEL_MAX_SECONDS` and when the server shuts down (reconnect), "
+            "or with `event: replaced` when another channel for the machine opens. While it is open the machine "
+            "is online."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "Last-Event-ID",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Accepted, not needed: a reconnection always gets what is still pending.",
+            )
+        ],
+        responses={(200, MEDIA_TYPE): ChannelMessage},
+    )
+    def stream(self, request, *args, **kwargs):
+        refuse_unknown_query_params(request, self, allowed=())
+        machines = scope_to_owner(Device.objects.all(), request, device_field="id")
+        stream = channel_open(machines=machines, machine_id=self.kwargs["machine_id"])
+        if stream is None:
+            raise NotFound()
+        return EventStreamResponse(stream)
 
 
 def _launch_queue_page(machine_id, limit: int) -> dict:

@@ -21,9 +21,12 @@ MAX_SECONDS = 4
 
 
 class StreamReader:
-    """Reads one SSE response in a thread: events as (id, data) and comments, in arrival order, and its end."""
+    """Reads one SSE response in a thread: events as (id, data) and comments, in arrival order, and its end.
 
-    def __init__(self, url, token, **kwargs):
+    `named`: events as (event name, id, data), ids kept as sent (a machine channel's `launch:<uuid>`)."""
+
+    def __init__(self, url, token, *, named=False, **kwargs):
+        self.named = named
         self.items: queue.Queue = queue.Queue()
         self.ended = threading.Event()
         self.status = None
@@ -41,16 +44,20 @@ class StreamReader:
                 ) as response,
             ):
                 self.status = response.status_code
-                event_id = None
+                event_name = event_id = None
                 for line in response.iter_lines():
                     if self._stop.is_set():
                         return
                     if line.startswith(":"):
                         self.items.put(("comment", line[1:].strip()))
+                    elif line.startswith("event: "):
+                        event_name = line[7:]
                     elif line.startswith("id: "):
-                        event_id = int(line[4:])
+                        event_id = line[4:] if self.named else int(line[4:])
                     elif line.startswith("data: "):
-                        self.items.put(("event", (event_id, json.loads(line[6:]))))
+                        data = json.loads(line[6:])
+                        self.items.put(("event", (event_name, event_id, data) if self.named else (event_id, data)))
+                        event_name = event_id = None
         finally:
             self.ended.set()
 

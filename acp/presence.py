@@ -1,0 +1,68 @@
+"""Presence from machine channels: a process keeps every machine whose channel it holds online, in one statement.
+
+A channel registers its id while it is open (`hold`); a daemon thread marks all of them seen every
+`ACP_CHANNEL_PRESENCE_INTERVAL` seconds with one UPDATE (`device_channels_refresh`), so an idle connected machine
+costs no write of its own, and reads offline `ACP_DEVICE_OFFLINE_AFTER` seconds after its channel closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+from collections import Counter
+
+from django.conf import settings
+
+from acp.db_release import run_released
+from acp.services import device_channels_refresh
+
+logger = logging.getLogger(__name__)
+
+
+class ChannelPresence:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held: Counter[uuid.UUID] = Counter()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def hold(self, channel_id: uuid.UUID):
+        """Keep the channel's machine online while the block runs."""
+        with self._lock:
+            self._held[channel_id] += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="acp-presence", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held[channel_id] -= 1
+                if self._held[channel_id] <= 0:
+                    del self._held[channel_id]
+
+    def held(self) -> list[uuid.UUID]:
+        with self._lock:
+            return list(self._held)
+
+    def refresh(self) -> int:
+        """Mark seen the machines of every channel held now; how many were."""
+        channel_ids = self.held()
+        return run_released(lambda: device_channels_refresh(channel_ids=channel_ids)) if channel_ids else 0
+
+    def _run(self) -> None:
+        stop = threading.Event()  # never set: a daemon thread, gone with the process
+        while not stop.wait(settings.ACP_CHANNEL_PRESENCE_INTERVAL):
+            try:
+                self.refresh()
+            except Exception:  # the database is away: the next round tries again
+                logger.warning("acp presence: refreshing the open channels' machines failed", exc_info=True)
+
+
+_presence = ChannelPresence()
+
+
+def get_presence() -> ChannelPresence:
+    return _presence
