@@ -140,7 +140,7 @@ async def hold(spec: dict) -> dict:
     stop_file, status_file = Path(spec["stop_file"]), Path(spec["status_file"])
     storm_file = Path(spec["storm_file"])
     deadline = time.monotonic() + spec["max_seconds"]
-    timeout = spec.get("connect_timeout", 30.0)
+    timeout = spec.get("connect_timeout", 60.0)  # a daemon waits this long for `: connected`
     state = {
         "connected": 0,  # channels up now
         "connects": 0,  # `: connected` received, in all
@@ -249,8 +249,7 @@ async def hold(spec: dict) -> dict:
                 if order and order.get("id") not in storms_seen:
                     storms_seen.add(order["id"])
                     asyncio.create_task(run_storm(order))
-            public = {k: v for k, v in state.items() if k != "error_samples"}
-            status_file.write_text(json.dumps({**public, "storm_done": storm.get("done"), "t": time.time()}))
+            status_file.write_text(json.dumps({**state, "storm_done": storm.get("done"), "t": time.time()}))
             await asyncio.sleep(0.5)
         stopping.set()
 
