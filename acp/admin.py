@@ -30,7 +30,9 @@ class EnvironmentAdmin(OwnedAdmin):
 class DeviceAdmin(OwnedAdmin):
     list_display = ["name", "user", "status", "platform", "hostname", "daemon_version", "last_seen_at"]
     search_fields = [*OwnedAdmin.search_fields, "hostname"]
-    readonly_fields = [*OwnedAdmin.readonly_fields, "last_seen_at", "status", "capabilities_pretty"]
+    readonly_fields = [
+        *OwnedAdmin.readonly_fields, "last_seen_at", "status", "channel_id", "channel_opened_at", "capabilities_pretty"
+    ]  # fmt: skip
     exclude = ["capabilities"]
     capabilities_pretty = pretty_json_field("capabilities")
 

@@ -302,6 +302,7 @@ SPECTACULAR_SETTINGS = {
         "LaunchStatusEnum": "sessions.choices.LaunchStatus",
         "LaunchAckStatusEnum": "sessions.choices.AckStatus",
         "ThreadStatusEnum": "commands.choices.ThreadStatus",
+        "MachineChannelEventEnum": "sessions.choices.ChannelEvent",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {

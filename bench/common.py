@@ -243,6 +243,9 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
         PYTHONWARNINGS="ignore::DeprecationWarning",
         # Off unless a scenario says otherwise (the ratelimit pair); with its defaults the load would be refused.
         ACP_RATELIMIT_ENABLED="0",
+        # Longer than any scenario holds a stream (idle-streams: ramp, settle and two windows): a stream the
+        # server ends on schedule within a window would be re-opened, and counted, as if it had failed.
+        ACP_STREAM_MAX_SECONDS="3600",
     )
     env.update(extra)
     return env

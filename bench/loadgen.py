@@ -5,16 +5,21 @@ Kinds:
   prepare  POST …/push-sessions; every `reuse_every`-th request of a client repeats its previous body
   get      GET of one object
   control  create a control command → the daemon's long-poll wakes → ack (wake-up latency and round trip)
-  hold     keep `len(polls)` idle long-polls open, re-issued when they return, until told to stop
+  ingest   open loop: timeline batches `POST /v1/threads/{id}/events/ingest` at a fixed rate, round-robin over threads
+  delivery streams open on a few threads, a writer ingests single events: ingest-to-stream delivery latency
+  hold     keep `len(polls)` idle long-polls (or `len(streams)` idle event streams) open, re-issued when they
+           return, until told to stop
 Every loop is bounded in count and time; only loopback URLs are accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import random
+import ssl
 import sys
 import time
 import uuid
@@ -49,6 +54,7 @@ class Recorder:
     def __init__(self, t_start: float, t_end: float):
         self.t_start, self.t_end = t_start, t_end
         self.latencies_ms: list[float] = []
+        self.answered_at: list[float] = []
         self.statuses: dict[str, int] = {}
         self.errors = 0
         self.error_samples: list[str] = []
@@ -61,6 +67,7 @@ class Recorder:
         if not self.in_window(t1):
             return
         self.latencies_ms.append((t1 - t0) * 1000)
+        self.answered_at.append(t1)
         self.statuses[status] = self.statuses.get(status, 0) + 1
         if not ok:
             self.errors += 1
@@ -71,6 +78,29 @@ class Recorder:
         if self.in_window(t):
             self.notes[name] = self.notes.get(name, 0) + 1
 
+    def result(self, window: float, cpu: dict) -> dict:
+        """What the generator reports (one JSON line): the latencies, statuses, errors and its own CPU."""
+        return {
+            "latencies_ms": [round(x, 3) for x in self.latencies_ms],
+            "completed": len(self.latencies_ms),
+            "window_s": window,
+            "statuses": self.statuses,
+            "errors": self.errors,
+            "error_samples": self.error_samples,
+            "notes": self.notes,
+            "generator_cpu_s": round(cpu.get("cpu_s", 0.0), 2),
+        }
+
+    def fail(self, t: float, detail: str) -> None:
+        """An answer with the expected status but the wrong content (its latency is already recorded)."""
+        if self.in_window(t):
+            self.errors += 1
+            if len(self.error_samples) < 10:
+                self.error_samples.append(detail[:300])
+
+
+_SSL = ssl.create_default_context()  # one for every client: building one per client costs ~10 ms (plain HTTP here)
+
 
 def client_for(spec: dict, connections: int, token: str | None = None) -> httpx.AsyncClient:
     return httpx.AsyncClient(
@@ -78,6 +108,7 @@ def client_for(spec: dict, connections: int, token: str | None = None) -> httpx.
         headers={"Authorization": f"Bearer {token or spec['token']}"},
         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         timeout=httpx.Timeout(spec.get("request_timeout", 60.0)),
+        verify=_SSL,
     )
 
 
@@ -110,20 +141,12 @@ async def closed_loop(spec: dict, make_step) -> dict:
     async with client_for(spec, spec["clients"]) as client:
         spec["_client"] = client
         await asyncio.gather(cpu_window(t_start, t_end, cpu), *(worker(i) for i in range(spec["clients"])))
-    return {
-        "latencies_ms": [round(x, 3) for x in recorder.latencies_ms],
-        "completed": len(recorder.latencies_ms),
-        "window_s": spec["duration"],
-        "statuses": recorder.statuses,
-        "errors": recorder.errors,
-        "error_samples": recorder.error_samples,
-        "notes": recorder.notes,
-        "generator_cpu_s": round(cpu.get("cpu_s", 0.0), 2),
-    }
+    return recorder.result(spec["duration"], cpu)
 
 
-async def timed(recorder: Recorder, request, expected: set[int], on_response=None):
-    t0 = time.perf_counter()
+async def timed(recorder: Recorder, request, expected: set[int], on_response=None, t0: float | None = None):
+    """`t0`: when the request was due (an open loop's schedule), so time queued for a connection counts too."""
+    t0 = time.perf_counter() if t0 is None else t0
     try:
         response = await request()
     except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the run
@@ -132,7 +155,7 @@ async def timed(recorder: Recorder, request, expected: set[int], on_response=Non
     t1 = time.perf_counter()
     ok = response.status_code in expected
     recorder.record(t0, t1, str(response.status_code), ok, "" if ok else response.text)
-    if on_response is not None:
+    if ok and on_response is not None:
         on_response(response, t1)
     return response
 
@@ -312,40 +335,348 @@ async def control(spec: dict) -> dict:
     }
 
 
+# --- timeline events -----------------------------------------------------------------------------------------------
+
+# What an agent's stdout looks like (the reference daemon sends one `output` event per line).
+OUTPUT_LINES = [
+    "tests/commands/test_events_ingest.py::test_batch_{n} PASSED                                  [ {p:>2}%]",
+    "Compiling acp-agent v0.{p}.{n} (/home/bench/w{p}/crates/agent)",
+    "INFO  2025-01-{d:02d}T10:{p:02d}:{d:02d}Z agent.tools: read_file path=src/module_{p}.py bytes={n}",
+    '  File "/home/bench/w{p}/src/module_{p}.py", line {n}, in handle_request',
+    "diff --git a/src/module_{p}.py b/src/module_{p}.py index 3f2a{n:04x}..9c1e{p:04x} 100644",
+    "npm WARN deprecated glob@7.2.{p}: Glob versions prior to v9 are no longer supported",
+    "[agent] thinking: the failing assertion in test_{n} compares sequences; checking the allocator next",
+    "    Finished `release` profile [optimized] target(s) in {p}.{d}s",
+]
+
+
+def output_line(n: int) -> str:
+    return OUTPUT_LINES[n % len(OUTPUT_LINES)].format(n=n, p=n % 97, d=n % 28 + 1)
+
+
+def output_event(session_id: str, client_event_id: str, n: int, occurred_at: str, **extra) -> dict:
+    """An `output` event as the reference daemon sends it (acp/daemon/events.py)."""
+    return {
+        "type": "output",
+        "sessionId": session_id,
+        "data": {"stream": "stdout", "line": output_line(n), **extra},
+        "clientEventId": client_event_id,
+        "occurredAt": occurred_at,
+    }
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+async def open_loop(spec: dict, send) -> dict:
+    """Requests due at a fixed rate (`spec['rate']` per second), each sent when due whatever is still unanswered;
+    `send(k, due, recorder)` sends the k-th. Its latency runs from when it was due; the requests due in the window
+    are the ones measured, however late they are answered (the slowest would otherwise fall out of the p99)."""
+    start = time.perf_counter() + 0.1
+    t_start = start + spec["warmup"]
+    t_end = t_start + spec["duration"]
+    recorder = Recorder(t_start, float("inf"))
+    warming = Recorder(0.0, 0.0)  # the warm-up's requests: not measured
+    cpu: dict = {}
+    cpu_task = asyncio.create_task(cpu_window(t_start, t_end, cpu))
+    rate = spec["rate"]
+    total = min(int((spec["warmup"] + spec["duration"]) * rate), spec["max_requests"])
+    pending: set[asyncio.Task] = set()
+    lag_ms: list[float] = []
+    for k in range(total):
+        due = start + k / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if due >= t_start:
+            lag_ms.append((time.perf_counter() - due) * 1000)
+        task = asyncio.create_task(send(k, due, recorder if due >= t_start else warming))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await cpu_task
+    if pending:
+        await asyncio.wait(pending, timeout=spec.get("request_timeout", 60.0) + 5)
+    lag_ms.sort()
+    return recorder.result(spec["duration"], cpu) | {
+        # What the server answered within the window (its CPU there is for these): fewer when it falls behind.
+        "answered_in_window": sum(t_start <= t <= t_end for t in recorder.answered_at),
+        "schedule_lag_ms": {
+            "p99": round(lag_ms[int(0.99 * (len(lag_ms) - 1))], 2) if lag_ms else None,
+            "max": round(lag_ms[-1], 2) if lag_ms else None,
+        },
+    }
+
+
+async def ingest(spec: dict) -> dict:
+    """Batches of `batch` output events, `rate` requests a second, round-robin over `threads` ([thread, session]),
+    each thread a daemon with its own connection (device token). Every answer must say all were persisted."""
+    threads, batch, run = spec["threads"], spec["batch"], spec["run"]
+    lanes = [client_for(spec, 1, spec["device_token"]) for _ in threads]
+    counters = [0] * len(threads)
+
+    async def send(k: int, due: float, recorder: Recorder):
+        lane = k % len(threads)
+        thread_id, session_id = threads[lane]
+        first, counters[lane] = counters[lane], counters[lane] + batch
+        occurred = now_iso()
+        events = [output_event(session_id, f"{session_id}:{run}:{n}", n, occurred) for n in range(first, first + batch)]
+        body = json.dumps({"events": events}, separators=(",", ":")).encode()
+
+        def on_response(response, t1):
+            answer = response.json()
+            if answer.get("persistedCount") != batch or answer.get("eventsProcessed") != batch:
+                recorder.fail(t1, f"persisted {answer.get('persistedCount')} of {batch}: {response.text}")
+
+        await timed(
+            recorder,
+            lambda: lanes[lane].post(
+                f"/v1/threads/{thread_id}/events/ingest", content=body, headers={"Content-Type": "application/json"}
+            ),
+            {200},
+            on_response,
+            t0=due,
+        )
+
+    try:
+        return await open_loop(spec, send)
+    finally:
+        for lane in lanes:
+            await lane.aclose()
+
+
+class StreamRefused(Exception):
+    pass
+
+
+class RawStream:
+    """One `GET …/events?stream=true` on its own TCP connection, without httpx: a reader and a writer, so that
+    2,000 of them cost the generator little. Reads chunked or plain bodies; yields SSE messages."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunked: bool):
+        self.reader, self.writer, self.chunked = reader, writer, chunked
+
+    @classmethod
+    async def open(cls, base_url: str, path: str, token: str) -> RawStream:
+        url = urlsplit(base_url)
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        try:
+            request = (
+                f"GET {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {token}\r\n"
+                "Accept: text/event-stream\r\n\r\n"
+            )
+            writer.write(request.encode())
+            await writer.drain()
+            status = int((await reader.readline()).split()[1])
+            headers = {}
+            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip().lower()
+            if status != 200:
+                length = int(headers.get("content-length", "0"))
+                body = await reader.readexactly(length) if length else b""
+                raise StreamRefused(f"{status}: {body[:200]!r}")
+        except BaseException:
+            writer.close()
+            raise
+        return cls(reader, writer, headers.get("transfer-encoding") == "chunked")
+
+    async def chunks(self):
+        """The body's bytes as they arrive, until the server ends the stream."""
+        for _ in range(10_000_000):
+            if not self.chunked:
+                data = await self.reader.read(65536)
+                if not data:
+                    return
+                yield data
+                continue
+            size = int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                return
+            data = await self.reader.readexactly(size)
+            await self.reader.readexactly(2)  # the chunk's CRLF
+            yield data
+
+    async def messages(self):
+        """(id, data) of each SSE message with data; comments (heartbeats) are skipped."""
+        buffer = b""
+        async for data in self.chunks():
+            buffer += data
+            *blocks, buffer = buffer.split(b"\n\n")
+            for block in blocks:
+                fields = dict(line.split(b": ", 1) for line in block.split(b"\n") if b": " in line and line[:1] != b":")
+                if b"data" in fields:
+                    yield fields.get(b"id", b"").decode(), fields[b"data"]
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def delivery(spec: dict) -> dict:
+    """Streams (user token, `readers` per thread) open on a few threads; a writer per thread ingests one event at a
+    time, `rate` a second (device token), its data carrying when it was sent. Each reader notes when it got each
+    event. Both ends run in this process on one clock, time.perf_counter() (CLOCK_MONOTONIC)."""
+    start = time.perf_counter()
+    t_start = start + spec["warmup"]
+    t_end = t_start + spec["duration"]
+    recorder = Recorder(t_start, t_end)
+    threads, per_thread, rate, run = spec["threads"], spec["readers"], spec["rate"], spec["run"]
+    answered: dict[str, tuple[float, float]] = {}  # key → (sent, answered)
+    received: dict[tuple[int, str], float] = {}  # (reader, key) → received
+    connected = [asyncio.Event() for _ in range(len(threads) * per_thread)]
+    stream_errors: list[str] = []
+    cpu: dict = {}
+
+    async def reader(index: int, thread_id: str):
+        await asyncio.sleep(index * spec.get("stagger_s", 0.05))  # one at a time, so both workers get some
+        path = f"/v1/threads/{thread_id}/events?stream=true"
+        for _ in range(100):
+            try:
+                stream = await RawStream.open(spec["base_url"], path, spec["token"])
+            except (OSError, StreamRefused, ValueError, IndexError) as exc:
+                stream_errors.append(repr(exc))
+                await asyncio.sleep(0.5)
+                continue
+            connected[index].set()
+            try:
+                async for _, data in stream.messages():
+                    t = time.perf_counter()
+                    event = json.loads(data)
+                    key = event["data"].get("benchKey")
+                    if key is not None:
+                        received[(index, key)] = t
+                        if t - event["data"]["benchSentAt"] < 0:  # cannot be, on one clock
+                            stream_errors.append(f"received before sent: {key}")
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                stream_errors.append(repr(exc))
+            finally:
+                stream.close()
+            if time.perf_counter() >= t_end:
+                return
+            stream_errors.append("the server ended a stream within the window (ACP_STREAM_MAX_SECONDS too short?)")
+
+    async def writer(client, lane: int, thread_id: str, session_id: str):
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in connected)), timeout=30)
+        # Threads out of phase, each at `rate` a second with ±50 % jitter (deterministic: seeded per lane).
+        jitter = random.Random(lane)
+        await asyncio.sleep(lane / (rate * len(threads)))
+        for n in range(int((spec["warmup"] + spec["duration"]) * rate) + 1):
+            if time.perf_counter() >= t_end:
+                return
+            key = f"{lane}:{n}"
+            t0 = time.perf_counter()
+            event = output_event(session_id, f"{session_id}:{run}:{n}", n, now_iso(), benchKey=key, benchSentAt=t0)
+            response = await timed(
+                recorder,
+                lambda event=event: client.post(f"/v1/threads/{thread_id}/events/ingest", json={"events": [event]}),
+                {200},
+                t0=t0,
+            )
+            if response is not None and response.status_code == 200:
+                answered[key] = (t0, time.perf_counter())
+            await asyncio.sleep(jitter.uniform(0.5, 1.5) / rate)
+
+    readers = [
+        asyncio.create_task(reader(t * per_thread + r, thread_id))
+        for t, (thread_id, _) in enumerate(threads)
+        for r in range(per_thread)
+    ]
+    async with client_for(spec, len(threads), spec["device_token"]) as client:
+        cpu_task = asyncio.create_task(cpu_window(t_start, t_end, cpu))
+        await asyncio.gather(*(writer(client, lane, t, s) for lane, (t, s) in enumerate(threads)))
+        await cpu_task
+    # Give the last events a moment to arrive, then stop reading.
+    due = [(i, key) for key, (t0, _) in answered.items() if recorder.in_window(t0) for i in readers_of(key, per_thread)]
+    for _ in range(40):
+        if all(k in received for k in due):
+            break
+        await asyncio.sleep(0.05)
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    after_sent, after_answer, missing = [], [], 0
+    for index, key in due:
+        t_sent, t_answer = answered[key]
+        if (index, key) not in received:
+            missing += 1
+            continue
+        after_sent.append((received[(index, key)] - t_sent) * 1000)
+        after_answer.append((received[(index, key)] - t_answer) * 1000)
+    return {
+        "latencies_ms": [round(x, 3) for x in recorder.latencies_ms],  # the ingest requests
+        "delivery_after_sent_ms": [round(x, 3) for x in after_sent],
+        "delivery_after_answer_ms": [round(x, 3) for x in after_answer],
+        "deliveries_due": len(due),
+        "missing": missing,
+        "stream_errors": len(stream_errors),
+        "error_samples": recorder.error_samples + stream_errors[:10],
+        "errors": recorder.errors + missing + len(stream_errors),
+        "statuses": recorder.statuses,
+        "notes": recorder.notes,
+        "window_s": spec["duration"],
+        "generator_cpu_s": round(cpu.get("cpu_s", 0.0), 2),
+    }
+
+
+def readers_of(key: str, per_thread: int) -> range:
+    lane = int(key.split(":", 1)[0])
+    return range(lane * per_thread, (lane + 1) * per_thread)
+
+
 # --- idle long-polls -------------------------------------------------------------------------------------------------
 
 
 async def hold(spec: dict) -> dict:
-    """Hold one long-poll per path open, re-issued when it returns, until the stop file appears or the deadline."""
-    polls = spec["polls"]  # [path, token] pairs: one daemon each
+    """Hold one connection per target open, re-opened when it returns, until the stop file appears or the deadline:
+    long-polls (`polls`: [path, token], httpx) or event streams (`streams`: [path, token], raw connections)."""
+    streams = "streams" in spec
+    targets = spec["streams"] if streams else spec["polls"]
     per_client = spec.get("connections_per_client", 100)
     stop_file = Path(spec["stop_file"])
     status_file = Path(spec["status_file"])
     deadline = time.monotonic() + spec["max_seconds"]
     ramp = spec["ramp_s"]
     state = {"in_flight": 0, "sent": 0, "returned": 0, "errors": 0, "error_samples": []}
-    clients = [client_for(spec, per_client + 1) for _ in range(0, len(polls), per_client)]
+    clients = [] if streams else [client_for(spec, per_client + 1) for _ in range(0, len(targets), per_client)]
     stopping = asyncio.Event()
 
-    async def poller(index: int, path: str, token: str):
-        client = clients[index // per_client]
-        headers = {"Authorization": f"Bearer {token}"}
-        await asyncio.sleep(ramp * index / len(polls))
+    async def poll_once(index: int, path: str, token: str) -> str:
+        """One long-poll; "" when it answered 200, else what went wrong."""
+        state["in_flight"] += 1
+        try:
+            response = await clients[index // per_client].get(
+                path, params={"wait": spec.get("wait", 30)}, headers={"Authorization": f"Bearer {token}"}
+            )
+            return "" if response.status_code == 200 else f"{response.status_code}: {response.text[:200]}"
+        finally:
+            state["in_flight"] -= 1
+
+    async def stream_once(index: int, path: str, token: str) -> str:
+        """One event stream, read (and dropped) until the server ends it; in flight once its headers are in."""
+        stream = await RawStream.open(spec["base_url"], path, token)
+        state["in_flight"] += 1
+        try:
+            async for _ in stream.chunks():
+                pass
+        finally:
+            state["in_flight"] -= 1
+            stream.close()
+        return ""
+
+    once = stream_once if streams else poll_once
+
+    async def holder(index: int, path: str, token: str):
+        await asyncio.sleep(ramp * index / len(targets))
         for _ in range(10_000):
             if stopping.is_set():
                 return
-            state["in_flight"] += 1
             state["sent"] += 1
             try:
-                response = await client.get(path, params={"wait": spec.get("wait", 30)}, headers=headers)
-                ok = response.status_code == 200
-                detail = "" if ok else f"{response.status_code}: {response.text[:200]}"
+                detail = await once(index, path, token)
             except Exception as exc:  # noqa: BLE001
-                ok, detail = False, repr(exc)
-            finally:
-                state["in_flight"] -= 1
+                detail = repr(exc)
             state["returned"] += 1
-            if not ok:
+            if detail:
                 state["errors"] += 1
                 if len(state["error_samples"]) < 10:
                     state["error_samples"].append(detail)
@@ -358,7 +689,7 @@ async def hold(spec: dict) -> dict:
             await asyncio.sleep(0.5)
         stopping.set()
 
-    tasks = [asyncio.create_task(poller(i, path, token)) for i, (path, token) in enumerate(polls)]
+    tasks = [asyncio.create_task(holder(i, path, token)) for i, (path, token) in enumerate(targets)]
     await watch()
     for task in tasks:
         task.cancel()
@@ -378,6 +709,10 @@ def main() -> None:
         result = asyncio.run(closed_loop(spec, get_steps(spec)))
     elif kind == "control":
         result = asyncio.run(control(spec))
+    elif kind == "ingest":
+        result = asyncio.run(ingest(spec))
+    elif kind == "delivery":
+        result = asyncio.run(delivery(spec))
     elif kind == "hold":
         result = asyncio.run(hold(spec))
     else:

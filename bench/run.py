@@ -15,6 +15,11 @@ on 127.0.0.1, creates its data through the ORM, drives the server with an asynci
   ratelimit        on a separate server each: prepare-spread with rate limiting off, then on (the limits shared
                    in a throwaway redis-server, budgets out of reach so nothing is refused): what counting costs.
                    The other scenarios run with rate limiting off.
+  ingest           timeline ingest, open loop: 40 batches of 50 output events a second (2,000 events/s) over
+                   100 threads, each its daemon's own connection (device token)
+  delivery         ingest-to-stream delivery: 2 streams on each of 4 threads, one event at a time ingested into
+                   each thread ~5 times a second; receive − sent, on the generator's monotonic clock
+  idle-streams     as idle-polls, with 2,000 idle event streams (GET …/events?stream=true, 20 per thread) held
 
 Writes everything to bench/results/<timestamp>.json. Everything stops at exit, also on failure.
 """
@@ -41,10 +46,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import CpuMeter, Postgres, Redis, Server, log, summarise  # noqa: E402
 
-SCENARIOS = ["prepare-spread", "prepare-hot", "get-floor", "control", "db-floor", "idle-polls", "ratelimit"]
+SCENARIOS = [
+    "prepare-spread", "prepare-hot", "get-floor", "control", "ingest", "delivery", "db-floor", "idle-polls",
+    "idle-streams", "ratelimit",
+]  # fmt: skip
+TIMELINE_SCENARIOS = {"ingest", "delivery", "idle-streams"}
 BINDINGS = 64
 IDLE_POLLS = 5000
 CONTROL_SESSIONS = 16
+# Threads with a running session on the bench device, per timeline scenario (each its own: no backlog of another's).
+TIMELINE_THREADS = {"ingest": 100, "delivery": 4, "watch": 100}
 
 
 def parse_args():
@@ -75,7 +86,21 @@ def parse_args():
         help="the idle-polls server's ACP_LONG_POLL_RECHECK (default: the wait, i.e. no timer re-check, as at wait≤30)",
     )
     parser.add_argument(
-        "--profile", action="store_true", help="afterwards, profile the main server's workers with py-spy under prepare"
+        "--idle-streams", type=int, default=2000, help="idle event streams of idle-streams, over 100 threads (2000)"
+    )
+    parser.add_argument("--stream-ramp", type=float, default=20.0, help="seconds over which they are opened (20)")
+    parser.add_argument(
+        "--stream-heartbeat",
+        type=float,
+        default=None,
+        help="the idle-streams server's ACP_STREAM_HEARTBEAT (default: the server's, 15 s)",
+    )
+    parser.add_argument("--ingest-rate", type=float, default=40.0, help="ingest requests a second (40)")
+    parser.add_argument("--ingest-batch", type=int, default=50, help="events per ingest request (50)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="afterwards, profile the main server's workers with py-spy under prepare (and under ingest, if chosen)",
     )
     return parser.parse_args()
 
@@ -83,14 +108,16 @@ def parse_args():
 # --- data ----------------------------------------------------------------------------------------------------------
 
 
-def create_data(idle_polls: int) -> dict:
-    """A user with a token, a project, a device with a device token, 65 bindings, 16 running sessions, and
-    `idle_polls` further devices with their own device tokens (the idle daemons)."""
+def create_data(idle_polls: int, timeline: bool) -> dict:
+    """A user with a token, a project, a device with a device token, 65 bindings, 16 running sessions,
+    `idle_polls` further devices with their own device tokens (the idle daemons), and (`timeline`) the timeline
+    scenarios' threads, each with a running session on the device."""
     from django.core.management import call_command
     from django.db import connection
     from django.utils import timezone
 
-    from acp.models import ApiToken, ApiTokenKind, Device, Environment, Project, User
+    from acp.choices import ApiTokenKind
+    from acp.models import ApiToken, Device, Environment, Project, User
     from acp.services import TOKEN_PREFIX, token_create, token_hash
     from bindings.models import WorkspaceBinding
     from commands.services import local_session_create, thread_create
@@ -116,6 +143,13 @@ def create_data(idle_polls: int) -> dict:
         thread = thread_create(user=user, environment=environment, title=f"bench thread {i}")
         session = local_session_create(user=user, thread=thread, device=device, status="running")
         sessions.append([str(thread.pk), str(session.pk)])
+    timeline_threads = {}
+    for group, count in TIMELINE_THREADS.items() if timeline else ():
+        timeline_threads[group] = []
+        for i in range(count):
+            thread = thread_create(user=user, environment=environment, title=f"bench {group} {i}")
+            session = local_session_create(user=user, thread=thread, device=device, status="running")
+            timeline_threads[group].append([str(thread.pk), str(session.pk)])
 
     daemons = Device.objects.bulk_create(
         [Device(user=user, name=f"idle daemon {i}", platform="linux", last_seen_at=now) for i in range(idle_polls)],
@@ -147,6 +181,7 @@ def create_data(idle_polls: int) -> dict:
         "bindings": [str(b.pk) for b in bindings[:BINDINGS]],
         "hot_binding": str(bindings[BINDINGS].pk),
         "sessions": sessions,
+        "timeline": timeline_threads,
         "idle_polls": [[f"/api/v1/machines/{d.pk}/launches", raw] for d, raw in zip(daemons, raws, strict=True)],
     }
 
@@ -243,6 +278,19 @@ class Bench:
                     merged[key][name] = merged[key].get(name, 0) + value
         return merged
 
+    def measured_child(self, server: Server, spec: dict) -> tuple[dict, dict]:
+        """One load generator process running `spec`; its result, and the CPU used in its window."""
+        meter = CpuMeter(self.cpu_groups(server))
+        process = common.start_child("loadgen.py", spec)
+        time.sleep(spec["warmup"])
+        meter.start()
+        connections = list(common.connections_per_process(server.port, server.worker_pids()).values())
+        time.sleep(spec["duration"])
+        cpu = meter.stop()
+        raw = common.finish_child(process, timeout=spec["warmup"] + spec["duration"] + 120)
+        raw["connections_per_worker"] = connections
+        return raw, cpu
+
     def cpu_groups(self, server: Server | None) -> dict:
         groups = {"postgres": self.pg.pids}
         if server is not None:
@@ -330,13 +378,7 @@ class Bench:
             gap_s=[0.2, 0.4],
             clients=len(sessions),
         )
-        meter = CpuMeter(self.cpu_groups(server))
-        process = common.start_child("loadgen.py", spec)
-        time.sleep(spec["warmup"])
-        meter.start()
-        time.sleep(spec["duration"])
-        cpu = meter.stop()
-        raw = common.finish_child(process, timeout=spec["warmup"] + spec["duration"] + 120)
+        raw, cpu = self.measured_child(server, spec)
         wake, delivery, round_trip = raw.pop("wake_ms"), raw.pop("delivery_ms"), raw.pop("round_trip_ms")
         create = raw.pop("create_ms")
         result = {
@@ -409,7 +451,6 @@ class Bench:
     # -- 3
     def run_idle_polls(self) -> dict:
         count = len(self.data["idle_polls"])
-        log("idle-polls: a separate single-worker server (one process) for prepare-spread without/with idle polls")
         wait, ramp = self.args.idle_wait, self.args.idle_ramp
         # Waits within the default cap (30 s) never re-check on the timer (ACP_LONG_POLL_RECHECK, 60 s); a longer
         # wait, there only to keep the polls open through the window, keeps it that way unless --idle-recheck says.
@@ -418,59 +459,96 @@ class Bench:
         if wait > 30:
             env["ACP_LONG_POLL_MAX_WAIT"] = str(wait)
         log(f"idle-polls: the server's ACP_LONG_POLL_MAX_WAIT={max(30.0, wait):g}, ACP_LONG_POLL_RECHECK={recheck:g}")
+        return self.run_idle(
+            name="idle-polls",
+            rows=("prepare-spread 1 worker", "prepare-spread +idle polls"),
+            what=f"long-polls (wait={wait:g}, one device token each)",
+            env=env,
+            holder={"polls": self.data["idle_polls"], "wait": wait, "request_timeout": max(90.0, wait + 60)},
+            ramp=ramp,
+            settle_max=60 if wait > 30 else 5,
+            extra={"idle_polls": count, "idle_wait_s": wait, "idle_recheck_s": recheck},
+        )
+
+    def run_idle_streams(self) -> dict:
+        threads = self.data["timeline"]["watch"]
+        count, heartbeat = self.args.idle_streams, self.args.stream_heartbeat
+        streams = [
+            [f"/v1/threads/{threads[i % len(threads)][0]}/events?stream=true", self.data["user_token"]]
+            for i in range(count)
+        ]
+        return self.run_idle(
+            name="idle-streams",
+            rows=("prepare-spread 1 worker (streams)", "prepare-spread +idle streams"),
+            what=f"event streams over {len(threads)} threads (user token; nothing is ingested into them)",
+            env={} if heartbeat is None else {"ACP_STREAM_HEARTBEAT": str(heartbeat)},
+            holder={"streams": streams},
+            ramp=self.args.stream_ramp,
+            settle_max=10,
+            extra={"idle_streams": count, "stream_threads": len(threads), "stream_heartbeat_s": heartbeat or 15.0},
+        )
+
+    def run_idle(
+        self, *, name: str, rows: tuple[str, str], what: str, env: dict, holder: dict, ramp: float, settle_max: float,
+        extra: dict,
+    ) -> dict:  # fmt: skip
+        """On a separate single-worker server (one process: the idle connections and the requests share it):
+        prepare-spread without, then with the `holder`'s idle connections held open through the window."""
+        count = len(holder.get("polls") or holder["streams"])
+        log(f"{name}: a separate single-worker server (one process) for prepare-spread without/with them")
         server = Server(self.pg.url, workers=1, env=env).start()
         try:
             self.warm(server)
-            without = self.generators(server, self.prepare_spec(server, hot=False))
-            without_row = self.record("prepare-spread 1 worker", without, window=self.duration)
-            log(f"idle-polls: opening {count} long-polls (wait={wait:g}, one device token each) over {ramp:.0f}s")
             worker = server.worker_pids()[0]
+            without = self.generators(server, self.prepare_spec(server, hot=False))
+            without_row = self.record(rows[0], without, window=self.duration)
+            rss_without = common.rss_mb(worker)
+            log(f"{name}: opening {count} {what} over {ramp:.0f}s")
             cpu_before_ramp = common.cpu_seconds([worker])
             tmp = Path(tempfile.mkdtemp(prefix="acp-bench-hold."))
             stop_file, status_file = tmp / "stop", tmp / "status"
-            holder = common.start_child(
+            holder_process = common.start_child(
                 "loadgen.py",
                 {
                     "kind": "hold",
                     "base_url": server.url,
                     "token": self.data["user_token"],
-                    "polls": self.data["idle_polls"],
                     "ramp_s": ramp,
-                    "wait": wait,
                     "stop_file": str(stop_file),
                     "status_file": str(status_file),
                     "max_seconds": ramp + 3 * (self.warmup + self.duration) + 180,
-                    "request_timeout": max(90.0, wait + 60),
+                    **holder,
                 },
             )
             common.at_exit(lambda: shutil.rmtree(tmp, ignore_errors=True))
             common.at_exit(lambda: stop_file.touch() if tmp.exists() else None)
             time.sleep(ramp)
-            settled = settle(worker, max_seconds=60 if wait > 30 else 5)
+            # All of them taken in (a stream counts once its headers are in; a poll once sent), then the worker quiet.
+            settled = wait_for_holder(status_file, count, max_seconds=120) + settle(worker, max_seconds=settle_max)
             before = read_status(status_file)
             taken_in = before.get("sent", 0)
-            # The worker's CPU from the first poll to the settled state, per poll: what taking one in costs.
+            # The worker's CPU from the first connection to the settled state, per connection: taking one in.
             arrival_ms = 1000 * (common.cpu_seconds([worker]) - cpu_before_ramp) / max(1, taken_in)
             rss_before = common.rss_mb(worker)
             threads_before = common.thread_count(worker)
-            log(f"idle-polls: holder {before}; worker RSS {rss_before:.0f} MB, {threads_before} threads")
-            with_polls = self.generators(server, self.prepare_spec(server, hot=False))
+            log(f"{name}: holder {before}; worker RSS {rss_before:.0f} MB, {threads_before} threads")
+            with_held = self.generators(server, self.prepare_spec(server, hot=False))
             after = read_status(status_file)
             stop_file.touch()
-            held = common.finish_child(holder, timeout=60)
+            held = common.finish_child(holder_process, timeout=60)
             extra = {
-                "idle_polls": count,
-                "idle_wait_s": wait,
-                "idle_recheck_s": recheck,
+                **extra,
                 "ramp_s": ramp,
                 "settle_s": settled,
                 "holder_before": before,
                 "holder_after": after,
                 "holder_final": held,
-                "server_cpu_ms_per_poll_taken_in": round(arrival_ms, 2),
+                "server_cpu_ms_per_connection_taken_in": round(arrival_ms, 2),
                 "worker_rss_mb": round(rss_before, 1),
+                "worker_rss_mb_without": round(rss_without, 1),
+                "worker_rss_kb_per_connection": round(1024 * (rss_before - rss_without) / max(1, count), 1),
                 "worker_threads": threads_before,
-                "poll_reissues_per_s_in_window": round(
+                "reopened_per_s_in_window": round(
                     (after.get("returned", 0) - before.get("returned", 0)) / max(1e-9, after["t"] - before["t"]), 1
                 )
                 if after and before
@@ -478,17 +556,18 @@ class Bench:
             }
             returned = after.get("returned", 0) - before.get("returned", 0)
             if returned > 0:
-                # Upper bound of one poll's cost: the prepares completed in the window cost CPU too.
-                extra["server_cpu_ms_per_poll_at_most"] = round(1000 * with_polls["cpu"]["server_cpu_s"] / returned, 1)
-            with_row = self.record("prepare-spread +idle polls", with_polls, window=self.duration, extra=extra)
+                # Upper bound of one re-opening's cost: the prepares completed in the window cost CPU too.
+                extra["server_cpu_ms_per_reopen_at_most"] = round(1000 * with_held["cpu"]["server_cpu_s"] / returned, 1)
+            with_row = self.record(rows[1], with_held, window=self.duration, extra=extra)
             print(
-                f"    {before.get('in_flight')} of {count} idle long-polls in flight (client side) before, "
+                f"    {before.get('in_flight')} of {count} idle {what.split(' (')[0]} open (client side) before, "
                 f"{after.get('in_flight')} after; taking one in cost the worker {arrival_ms:.1f} ms CPU; "
-                f"it held {threads_before} threads, {rss_before:.0f} MB RSS; "
-                f"polls answered and re-issued {extra['poll_reissues_per_s_in_window']}/s"
+                f"it held {threads_before} threads, {rss_before:.0f} MB RSS ({rss_without:.0f} MB without: "
+                f"{extra['worker_rss_kb_per_connection']} kB each); "
+                f"answered and re-opened {extra['reopened_per_s_in_window']}/s"
                 + (
-                    f" (≤ {extra['server_cpu_ms_per_poll_at_most']} ms server CPU each)"
-                    if "server_cpu_ms_per_poll_at_most" in extra
+                    f" (≤ {extra['server_cpu_ms_per_reopen_at_most']} ms server CPU each)"
+                    if "server_cpu_ms_per_reopen_at_most" in extra
                     else ""
                 )
                 + f"; holder errors {held['errors']}",
@@ -500,16 +579,96 @@ class Bench:
         finally:
             server.stop()
 
+    # -- timeline
+    def timeline_spec(self, server: Server, kind: str, threads: list, **extra) -> dict:
+        return self.http_spec(
+            server,
+            kind,
+            device_token=self.data["device_token"],
+            threads=threads,
+            run=uuid.uuid4().hex[:8],  # client event ids unique to this run
+            **extra,
+        )
+
+    def ingest_spec(self, server: Server) -> dict:
+        threads, rate, batch = self.data["timeline"]["ingest"], self.args.ingest_rate, self.args.ingest_batch
+        # Every thread's connection opened (its first request) before the window.
+        warmup = max(self.warmup, len(threads) / rate + 0.5)
+        return self.timeline_spec(
+            server, "ingest", threads, rate=rate, batch=batch, max_requests=100_000, warmup=warmup
+        )
+
+    def run_ingest(self, server: Server) -> dict:
+        threads = self.data["timeline"]["ingest"]
+        rate, batch = self.args.ingest_rate, self.args.ingest_batch
+        log(f"ingest: {rate:g} batches of {batch} events a second into {len(threads)} threads, open loop")
+        raw, cpu = self.measured_child(server, self.ingest_spec(server))
+        raw["cpu"] = cpu
+        raw["generator_cpu_cores"] = [round(raw.pop("generator_cpu_s") / self.duration, 2)]
+        raw.pop("completed", None)
+        raw.pop("window_s", None)
+        events = raw["answered_in_window"] * batch
+        extra = {
+            "asked_rps": rate,
+            "batch": batch,
+            "threads": len(threads),
+            "events_per_s": round(events / self.duration, 1),  # answered within the window
+            "server_cpu_ms_per_event": round(1000 * cpu["server_cpu_s"] / max(1, events), 3),
+            "postgres_cpu_ms_per_event": round(1000 * cpu["postgres_cpu_s"] / max(1, events), 3),
+        }
+        row = self.record("ingest", raw, window=self.duration, extra=extra)
+        print(
+            f"    {rate * batch:g} events/s asked, {row['events_per_s']}/s answered within the window; server "
+            f"{row['server_cpu_ms_per_event']} ms CPU/event, postgres {row['postgres_cpu_ms_per_event']} ms CPU/event; "
+            f"the generator's schedule lag p99 {row['schedule_lag_ms']['p99']} ms",
+            flush=True,
+        )
+        return row
+
+    def run_delivery(self, server: Server) -> dict:
+        threads = self.data["timeline"]["delivery"]
+        rate, readers = 5.0, 2
+        log(f"delivery: {readers} streams on each of {len(threads)} threads, one event at a time, ~{rate:g}/s each")
+        raw, cpu = self.measured_child(
+            server, self.timeline_spec(server, "delivery", threads, rate=rate, readers=readers)
+        )
+        after_sent, after_answer = raw.pop("delivery_after_sent_ms"), raw.pop("delivery_after_answer_ms")
+        ingest_ms = raw.pop("latencies_ms")
+        result = {
+            "clock": "time.perf_counter() (CLOCK_MONOTONIC) of the generator process, which runs readers and writers",
+            "events_per_s": round(len(ingest_ms) / self.duration, 1),
+            "streams": readers * len(threads),
+            "delivered": len(after_sent),
+            "receive_minus_sent": summarise(after_sent),
+            "receive_minus_answer": summarise(after_answer),
+            "ingest": summarise(ingest_ms),
+            **{k: v for k, v in raw.items() if k != "generator_cpu_s"},
+            "generator_cpu_cores": [round(raw["generator_cpu_s"] / self.duration, 2)],
+            "cpu": cpu,
+        }
+        self.results["scenarios"]["delivery"] = result
+        sent, answer = result["receive_minus_sent"], result["receive_minus_answer"]
+        print(
+            f"{'delivery':<26} {result['events_per_s']:>7.1f} ev/s    receive − sent p50 {sent['p50_ms']} ms "
+            f"p99 {sent['p99_ms']} ms   receive − answer p50 {answer['p50_ms']} ms p99 {answer['p99_ms']} ms   "
+            f"ingest p99 {result['ingest']['p99_ms']} ms   {result['delivered']} of {result['deliveries_due']} "
+            f"delivered   errors {result['errors']}",
+            flush=True,
+        )
+        for sample in result["error_samples"][:3]:
+            print(f"    error: {sample}", flush=True)
+        return result
+
     # -- profile
-    def run_profile(self, server: Server) -> dict:
+    def run_profile(self, server: Server, name: str, spec: dict) -> dict:
+        """py-spy on the server's workers while `spec` runs; the profile summary printed and saved."""
         py_spy = common.VENV_BIN / "py-spy"
         if not py_spy.exists():
             raise SystemExit("--profile needs py-spy: .venv/bin/pip install -e '.[bench]'")
         stamp = self.results["stamp"]
-        folded = common.RESULTS / f"{stamp}-prepare.folded"
+        folded = common.RESULTS / f"{stamp}-{name}.folded"
         duration = int(self.duration)
-        log(f"profile: py-spy on the {self.args.workers} workers during prepare-spread, {duration}s")
-        spec = self.prepare_spec(server, hot=False)
+        log(f"profile: py-spy on the {self.args.workers} workers during {name}, {duration}s")
         process = common.start_child("loadgen.py", spec)
         time.sleep(spec["warmup"])
         subprocess.run(
@@ -522,8 +681,16 @@ class Bench:
         raw = common.finish_child(process, timeout=spec["warmup"] + spec["duration"] + 120)
         report = summarise_profile(folded)
         print(report, flush=True)
-        (common.RESULTS / f"{stamp}-prepare-profile.txt").write_text(report)
+        (common.RESULTS / f"{stamp}-{name}-profile.txt").write_text(report)
         return {"folded": str(folded), "errors": raw["errors"]}
+
+
+def wait_for_holder(status_file: Path, count: int, *, max_seconds: float) -> float:
+    """Wait (at most `max_seconds`) until the holder reports `count` connections in flight; the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_seconds and read_status(status_file).get("in_flight", 0) < count:
+        time.sleep(0.5)
+    return round(time.monotonic() - start, 1)
 
 
 def settle(pid: int, *, max_seconds: float) -> float:
@@ -539,12 +706,13 @@ def settle(pid: int, *, max_seconds: float) -> float:
 
 def _cpu_note(r: dict, cpu: dict) -> str:
     parts = []
-    if "server_cpu_s" in cpu and r.get("requests"):
-        per = 1000 * cpu["server_cpu_s"] / r["requests"]
+    requests = r.get("answered_in_window", r.get("requests"))  # an open loop's: those the window's CPU answered
+    if "server_cpu_s" in cpu and requests:
+        per = 1000 * cpu["server_cpu_s"] / requests
         r["server_cpu_ms_per_request"] = round(per, 2)
         parts.append(f"server {per:.1f} ms CPU/req ({cpu['server_cores']} cores)")
-    if "postgres_cpu_s" in cpu and r.get("requests"):
-        r["postgres_cpu_ms_per_request"] = round(1000 * cpu["postgres_cpu_s"] / r["requests"], 2)
+    if "postgres_cpu_s" in cpu and requests:
+        r["postgres_cpu_ms_per_request"] = round(1000 * cpu["postgres_cpu_s"] / requests, 2)
         parts.append(f"postgres {cpu['postgres_cores']} cores")
     parts.append(f"generator {'+'.join(str(g) for g in r.get('generator_cpu_cores', []))} cores")
     if r.get("connections_per_worker"):
@@ -735,7 +903,7 @@ def main() -> int:
     bench.pg = Postgres().start()
     common.setup_django(bench.pg.url)
     log("data: migrate, a user, tokens, 65 bindings, 16 running sessions, idle daemons")
-    bench.data = create_data(args.idle_polls if "idle-polls" in chosen else 0)
+    bench.data = create_data(args.idle_polls if "idle-polls" in chosen else 0, bool(TIMELINE_SCENARIOS & set(chosen)))
     bench.captured = capture_prepare_sql(bench.data)
     bench.results["prepare_sql"] = {"new": bench.captured["logged_new"], "reuse": bench.captured["logged_reuse"]}
     from django.db import connections
@@ -750,7 +918,8 @@ def main() -> int:
         flush=True,
     )
     server = None
-    needs_server = {"prepare-spread", "prepare-hot", "get-floor", "control"} & set(chosen) or args.profile
+    needs_server = {"prepare-spread", "prepare-hot", "get-floor", "control", "ingest", "delivery"} & set(chosen)
+    needs_server = needs_server or args.profile
     if needs_server:
         log(f"server: gunicorn with {args.workers} uvicorn workers")
         server = Server(bench.pg.url, workers=args.workers).start()
@@ -764,14 +933,22 @@ def main() -> int:
         bench.run_get(server)
     if "control" in chosen:
         bench.run_control(server)
+    if "ingest" in chosen:
+        bench.run_ingest(server)
+    if "delivery" in chosen:
+        bench.run_delivery(server)
     if "db-floor" in chosen:
         bench.run_db_floor()
     if args.profile:
-        bench.results["profile"] = bench.run_profile(server)
+        bench.results["profile"] = bench.run_profile(server, "prepare", bench.prepare_spec(server, hot=False))
+        if "ingest" in chosen:
+            bench.results["profile_ingest"] = bench.run_profile(server, "ingest", bench.ingest_spec(server))
     if server is not None:
         server.stop()
     if "idle-polls" in chosen:
         bench.run_idle_polls()
+    if "idle-streams" in chosen:
+        bench.run_idle_streams()
     if "ratelimit" in chosen:
         bench.run_ratelimit()
 
@@ -810,20 +987,11 @@ def targets(r: dict) -> dict:
     out["errors"] = errors
     out["zero_errors_met"] = not any(errors.values())
     lines.append(f"errors: {sum(errors.values())} in all   target 0")
-    without = r.get("prepare-spread 1 worker", {}).get("p99_ms")
-    if "prepare-spread +idle polls" in r and without:
-        with_polls = r["prepare-spread +idle polls"].get("p99_ms")
-        if with_polls is None:  # not one request completed while they were held
-            out["p99_with_idle_over_without"] = None
-            out["idle_polls_met"] = False
-            lines.append(f"p99 with idle long-polls / without = (no request completed) / {without} ms   target ≤ 1.20")
-        else:
-            out["p99_with_idle_over_without"] = round(with_polls / without, 2)
-            out["idle_polls_met"] = out["p99_with_idle_over_without"] <= 1.2
-            lines.append(
-                f"p99 with idle long-polls / without = {with_polls} / {without} ms = "
-                f"{out['p99_with_idle_over_without']:.2f}   target ≤ 1.20"
-            )
+    for what, key, without_row, with_row in (
+        ("long-polls", "idle_polls", "prepare-spread 1 worker", "prepare-spread +idle polls"),
+        ("streams", "idle_streams", "prepare-spread 1 worker (streams)", "prepare-spread +idle streams"),
+    ):
+        idle_ratio(out, lines, r, what, key, without_row, with_row)
     off, on = (r.get(f"prepare-spread ratelimit {mode}", {}).get("throughput_rps") for mode in ("off", "on"))
     if off and on:
         out["prepare_ratelimit_on_over_off"] = round(on / off, 2)
@@ -832,6 +1000,16 @@ def targets(r: dict) -> dict:
             f"prepare with rate limiting on / off = {on} / {off} req/s = {out['prepare_ratelimit_on_over_off']:.2f}"
             "   target ≥ 0.90"
         )
+    ingest = r.get("ingest", {}).get("p99_ms")
+    if ingest is not None:
+        out["ingest_p99_ms"] = ingest
+        out["ingest_met"] = ingest <= 100
+        lines.append(f"ingest p99 = {ingest} ms   target ≤ 100 ms")
+    delivered = r.get("delivery", {}).get("receive_minus_sent", {}).get("p99_ms")
+    if "delivery" in r:
+        out["delivery_p99_ms"] = delivered
+        out["delivery_met"] = delivered is not None and delivered <= 50
+        lines.append(f"delivery p99 (receive − sent) = {delivered} ms   target ≤ 50 ms")
     wake = r.get("control", {}).get("wake_up", {}).get("p99_ms")
     if wake is not None:
         out["wake_up_p99_ms"] = wake
@@ -841,6 +1019,24 @@ def targets(r: dict) -> dict:
     return out
 
 
+def idle_ratio(out: dict, lines: list, r: dict, what: str, key: str, without_row: str, with_row: str) -> None:
+    """p99 of prepare-spread with the idle connections held over without them (one worker)."""
+    without = r.get(without_row, {}).get("p99_ms")
+    if with_row not in r or not without:
+        return
+    held = r[with_row].get("p99_ms")
+    label = f"p99 with idle {what} / without"
+    ratio = "p99_with_idle_over_without" if key == "idle_polls" else f"p99_with_{key}_over_without"  # as before
+    if held is None:  # not one request completed while they were held
+        out[ratio] = None
+        out[f"{key}_met"] = False
+        lines.append(f"{label} = (no request completed) / {without} ms   target ≤ 1.20")
+        return
+    out[ratio] = round(held / without, 2)
+    out[f"{key}_met"] = out[ratio] <= 1.2
+    lines.append(f"{label} = {held} / {without} ms = {out[ratio]:.2f}   target ≤ 1.20")
+
+
 def _met(out: dict, line: str) -> str:
     key = next(
         (
@@ -848,7 +1044,10 @@ def _met(out: dict, line: str) -> str:
             for prefix, k in (
                 ("prepare / framework", "prepare_over_get_floor_met"),
                 ("errors", "zero_errors_met"),
-                ("p99 with", "idle_polls_met"),
+                ("p99 with idle long-polls", "idle_polls_met"),
+                ("p99 with idle streams", "idle_streams_met"),
+                ("ingest p99", "ingest_met"),
+                ("delivery p99", "delivery_met"),
                 ("wake-up", "wake_up_met"),
                 ("prepare with rate", "ratelimit_met"),
             )

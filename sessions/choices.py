@@ -37,3 +37,11 @@ class Thinking(models.TextChoices):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
+
+
+class ChannelEvent(models.TextChoices):
+    """The events of a machine's channel (GET /api/v1/machines/{id}/stream)."""
+
+    LAUNCH = "launch"  # a pending launch, as the launches poll returns it
+    COMMAND = "command"  # a pending control command of a session on the machine, as the control poll returns it
+    REPLACED = "replaced"  # another channel for the machine opened: this one ends

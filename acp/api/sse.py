@@ -3,8 +3,11 @@
 The DRF view authenticates, validates and answers errors as usual; to stream, it returns an `EventStreamResponse`
 (an `EventStream` to serve), which only `event_stream_view` can send. The wrapper then sends the backlog and every
 later event as it commits, woken through `acp.realtime` (NOTIFY from the writer's transaction), with a comment
-heartbeat, and ends the stream after `max_seconds`, or at once when the server shuts down (clients reconnect with
-`Last-Event-ID` and lose nothing).
+heartbeat, and ends the stream after `max_seconds`, at once when the server shuts down (clients reconnect and lose
+nothing), or when its `fetch` says so (a machine channel replaced).
+
+What to send is the stream's `fetch`, which keeps its own place: `AfterPosition` for numbered events (a thread's
+timeline, resumed with `Last-Event-ID`), or pending work not yet sent on this connection (sessions/api/channel.py).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from acp.db_release import run_released
-from acp.realtime import recheck_interval, subscribe
+from acp.realtime import Subscription, recheck_interval, subscribe
 from acp.serving.request_threads import released_request_thread
 from acp.shutdown import is_shutting_down
 
@@ -130,12 +134,12 @@ def event_stream_view(drf_view):
 
     @functools.wraps(drf_view)
     async def view(request, *args, **kwargs):
-        response = await sync_to_async(run_released)(lambda: drf_view(request, *args, **kwargs))
-        if not isinstance(response, EventStreamResponse):
-            return response
-        stream = response.stream
-        del response
-        streaming = StreamingHttpResponse(_events(stream), content_type=MEDIA_TYPE)
+        opened = await sync_to_async(run_released)(lambda: _open(drf_view(request, *args, **kwargs)))
+        if not isinstance(opened, _Opened):
+            return opened
+        events = _events(opened.stream, opened.subscription, opened.backlog)
+        weakref.finalize(events, opened.subscription.close)  # also when the response is dropped before it starts
+        streaming = StreamingHttpResponse(events, content_type=MEDIA_TYPE)
         streaming["Cache-Control"] = "no-cache"
         streaming["X-Accel-Buffering"] = "no"  # a proxy must pass each event on at once
         return streaming
@@ -143,18 +147,37 @@ def event_stream_view(drf_view):
     return view
 
 
-async def _events(stream: EventStream) -> AsyncIterator[bytes]:
+@dataclass
+class _Opened:
+    stream: EventStream
+    subscription: Subscription
+    backlog: Batch
+
+
+def _open(response):
+    """In the view's thread, with its database connection still open: subscribe, then fetch the first batch (nothing
+    committed in between is missed). One thread hop and one connection for the whole connect."""
+    if not isinstance(response, EventStreamResponse):
+        return response
+    stream = response.stream
+    subscription = subscribe(stream.key)
+    try:
+        return _Opened(stream, subscription, stream.fetch())
+    except BaseException:
+        subscription.close()
+        raise
+
+
+async def _events(stream: EventStream, subscription: Subscription, batch: Batch) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + stream.max_seconds
     sent = 0
     async with released_request_thread():
-        subscription = await sync_to_async(subscribe, thread_sensitive=False)(stream.key)
         try:
             with stream.while_open:
                 yield b": connected\n\n"  # the client has its headers at once
                 next_heartbeat = loop.time() + stream.heartbeat
                 while True:
-                    batch = await sync_to_async(run_released, thread_sensitive=False)(stream.fetch)
                     for message in batch.messages:
                         yield message.encode()
                         sent += 1
@@ -162,14 +185,14 @@ async def _events(stream: EventStream) -> AsyncIterator[bytes]:
                             return
                     if batch.last:
                         return
-                    if batch.more:
-                        continue
-                    now = loop.time()
-                    if now >= deadline or is_shutting_down():  # a deploy: end cleanly, the client resumes elsewhere
-                        return
-                    if now >= next_heartbeat:
-                        yield b": keepalive\n\n"
-                        next_heartbeat = now + stream.heartbeat
-                    await subscription.wait(min(deadline, next_heartbeat, now + recheck_interval()) - now)
+                    if not batch.more:
+                        now = loop.time()
+                        if now >= deadline or is_shutting_down():  # a deploy: end cleanly, the client resumes elsewhere
+                            return
+                        if now >= next_heartbeat:
+                            yield b": keepalive\n\n"
+                            next_heartbeat = now + stream.heartbeat
+                        await subscription.wait(min(deadline, next_heartbeat, now + recheck_interval()) - now)
+                    batch = await sync_to_async(run_released, thread_sensitive=False)(stream.fetch)
         finally:
             subscription.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from acp.daemon import __version__
 from acp.daemon.client import Stopped, Unauthorized
-from acp.daemon.daemon import DEFAULT_COMMAND, Config, Daemon, DaemonError
+from acp.daemon.daemon import DEFAULT_COMMAND, Config, Daemon, DaemonError, Replaced
 from acp.daemon.pairing import PairingError, default_config_path, pair, stored_credentials
 
 logger = logging.getLogger("acp.daemon")
@@ -36,6 +36,27 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=DEFAULT_COMMAND,
         help="The command run for each launch (split like a shell would; the launch is in ACP_* environment "
         "variables). Default: the built-in echo agent.",
+    )
+    parser.add_argument(
+        "--no-channel",
+        dest="channel",
+        action="store_false",
+        help="Do not use the machine channel (one connection for all the machine's work): long-poll the launches "
+        "and each session's commands, as against a server that has no channel (the daemon falls back by itself).",
+    )
+    parser.add_argument(
+        "--channel-timeout",
+        type=float,
+        default=37.5,
+        help="Seconds of silence after which the channel is taken for dead and reopened (default 37.5: 2.5 × the "
+        "server's 15 s keepalive).",
+    )
+    parser.add_argument(
+        "--channel-retry",
+        type=float,
+        default=300.0,
+        help="While long-polling because the server had no channel, seconds between tries of the channel "
+        "(default 300, give or take half).",
     )
     parser.add_argument("--wait", type=float, default=25.0, help="Long-poll seconds (at most 30; default 25).")
     parser.add_argument("--heartbeat-interval", type=float, default=30.0, help="Seconds between heartbeats.")
@@ -117,6 +138,9 @@ def main(argv=None) -> int:
         wait=args.wait,
         heartbeat_interval=args.heartbeat_interval,
         max_backoff=args.max_backoff,
+        channel=args.channel,
+        channel_timeout=args.channel_timeout,
+        channel_retry=args.channel_retry,
     )
     if args.name:
         config.name = args.name
@@ -138,6 +162,10 @@ def main(argv=None) -> int:
         logger.error("the server refused the token (401)")
         daemon.stop()
         return 2
+    except Replaced as exc:
+        logger.error("replaced: %s", exc)
+        daemon.stop()
+        return 3
     except DaemonError as exc:
         logger.error("%s", exc)
         daemon.stop()

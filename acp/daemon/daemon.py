@@ -1,9 +1,16 @@
 """The daemon's work: register, heartbeat, take launches, run them, and obey their control commands.
 
-Threads, one per job, each with its own HTTP connections:
-- the main thread long-polls the machine's launches and starts each one (`Daemon.run`);
-- a heartbeat thread reports the device and every running session every `heartbeat_interval` seconds;
-- per running session, a control thread long-polls its commands and a watcher thread waits for the child.
+One connection per machine: the main thread reads the machine channel (`GET /api/v1/machines/{id}/stream`), which
+carries the machine's launches and the control commands of all its sessions; it starts each launch and hands each
+command to its session's command thread. Every short request (acks, heartbeats, timeline events, completions) of
+every thread shares one keep-alive connection (`Api`), so the daemon holds two connections to the server.
+
+Against a server without the channel (or with `--no-channel`) it long-polls instead, as older daemons do: the main
+thread polls the machine's launches, and per running session a control thread polls its commands; every
+`channel_retry` seconds it tries the channel again (a rolling deploy may have met it with an old process).
+
+Either way a heartbeat thread reports every running session (and the device, while no channel keeps it online)
+every `heartbeat_interval` seconds, and per session a watcher thread waits for the child.
 
 The server creates the thread and the local session when it receives our "ok"; the daemon only runs
 the child process and reports on it.
@@ -16,6 +23,8 @@ import json
 import logging
 import os
 import platform
+import queue
+import random
 import shlex
 import signal
 import socket
@@ -25,7 +34,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import httpx
+
 from acp.daemon import __version__
+from acp.daemon.channel import SeenIds, ServerEvent, is_event_stream, parse_events
 from acp.daemon.client import Api, Stopped, Unauthorized, Unavailable
 from acp.daemon.events import EventForwarder
 
@@ -35,7 +47,7 @@ DEFAULT_COMMAND = f"{shlex.quote(sys.executable)} -m acp.daemon.echo_agent"
 CAPABILITIES = {"launch": True, "control": ["pause", "resume", "message", "cancel"]}
 TERMINATE_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 EVENTS_DRAIN_TIMEOUT = 10.0  # seconds an ended session's last events may take to reach the server
-SEEN_LAUNCH_MEMORY = 600.0  # seconds a handled launch id is remembered (longer than any launch deadline)
+SEEN_MEMORY = 600.0  # seconds a handled launch or command id is remembered (longer than any launch deadline)
 
 
 def device_report() -> dict:
@@ -53,6 +65,14 @@ class DaemonError(Exception):
     """A condition the daemon cannot run with (unknown device, refused token)."""
 
 
+class Replaced(DaemonError):
+    """Another daemon opened this machine's channel: this one must stop, not fight for the slot."""
+
+
+class NoChannel(Exception):
+    """The server has no machine channel (an older server): the daemon long-polls instead."""
+
+
 @dataclass
 class Config:
     url: str
@@ -66,6 +86,9 @@ class Config:
     max_backoff: float = 10.0
     events_flush_interval: float = 0.2  # an output line reaches the server within this (plus the request)
     events_buffer: int = 10_000  # events kept through an outage; beyond, the oldest go (a `gap` event says so)
+    channel: bool = True  # False: the long-polls only (--no-channel)
+    channel_timeout: float = 37.5  # a channel silent this long (2.5 × the server's 15 s keepalive) is dead
+    channel_retry: float = 300.0  # while long-polling for want of a channel, seconds between tries of the channel
 
 
 class Daemon:
@@ -78,7 +101,13 @@ class Daemon:
         self.device_id: str | None = config.device_id
         self.sessions: dict[str, RunningSession] = {}
         self.sessions_lock = threading.Lock()
-        self._seen_launches: dict[str, float] = {}
+        self._seen_launches = SeenIds(SEEN_MEMORY)
+        self._seen_commands = SeenIds(SEEN_MEMORY)
+        self.channel_open = threading.Event()  # set while the machine channel is connected (it keeps us online)
+        self.long_polling = threading.Event()  # set while the daemon long-polls (no channel, or --no-channel)
+        if not config.channel:
+            self.long_polling.set()
+        self._last_event_id: str | None = None
 
     # --- the device ---------------------------------------------------------------------------------
 
@@ -119,7 +148,8 @@ class Daemon:
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.config.heartbeat_interval):
             try:
-                self.heartbeat()
+                if not self.channel_open.is_set():
+                    self.heartbeat()
                 for session in self._running_sessions():
                     session.heartbeat()
             except (Stopped, Unauthorized):
@@ -130,12 +160,114 @@ class Daemon:
     # --- launches -----------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Serve launches until `stop()`; raises DaemonError / Unauthorized when it cannot go on."""
+        """Serve launches until `stop()`; raises DaemonError / Unauthorized when it cannot go on, Replaced when
+        another daemon took this machine's channel."""
         self.register()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
-        path = f"/api/v1/machines/{self.device_id}/launches"
         while not self.stopping.is_set():
-            response = self.api.get(path, params={"wait": self.config.wait}, timeout=self.config.wait + 30)
+            if self.config.channel:
+                try:
+                    self._serve_channel()
+                    return
+                except NoChannel as exc:
+                    logger.warning("the server has no machine channel (%s): long-polling instead", exc)
+            self._start_polling()
+            self._serve_long_polls()  # until it is time to try the channel again
+
+    # --- the machine channel ------------------------------------------------------------------------
+
+    def _serve_channel(self) -> None:
+        """Read the machine channel until `stop()`, reconnecting (with jitter) whenever it ends or breaks."""
+        backoff = self.api.backoff()
+        while not self.stopping.is_set():
+            try:
+                self._read_channel(backoff)
+            except (httpx.TransportError, httpx.StreamError) as exc:  # a silent or broken connection
+                pause = backoff.next()
+                logger.warning("machine channel lost (%s: %s); reconnecting in %.1fs", type(exc).__name__, exc, pause)
+            else:
+                pause = backoff.after_clean_end()
+                logger.info("machine channel ended; reconnecting in %.1fs", pause)
+            self.stopping.wait(pause)
+
+    def _read_channel(self, backoff) -> None:
+        headers = {"Accept": "text/event-stream"}
+        if self._last_event_id:
+            headers["Last-Event-ID"] = self._last_event_id
+        response = self.api.get(
+            f"/api/v1/machines/{self.device_id}/stream",
+            headers=headers,
+            timeout=httpx.Timeout(30.0, read=self.config.channel_timeout),
+            own_connection=True,
+            stream=True,
+        )
+        with contextlib.closing(response):
+            if not is_event_stream(response):
+                response.read()
+                raise NoChannel(f"HTTP {response.status_code} {response.headers.get('Content-Type', '')}".strip())
+            logger.info("machine channel open")
+            backoff.reset()
+            self.channel_open.set()
+            self.long_polling.clear()  # the sessions' control threads stop polling after their current poll
+            try:
+                for event in parse_events(response.iter_lines()):
+                    self._last_event_id = event.id or self._last_event_id
+                    self._take(event)
+            finally:
+                self.channel_open.clear()
+
+    def _take(self, event: ServerEvent) -> None:
+        try:
+            self._take_event(event)
+        except (ValueError, KeyError, TypeError):  # not what the protocol says: skip it, keep the channel
+            logger.exception("machine channel: could not take %s event %r", event.event, event.data[:200])
+
+    def _take_event(self, event: ServerEvent) -> None:
+        if event.event == "launch":
+            launch = json.loads(event.data)
+            if self._seen_launches.first_sight(launch["id"]):
+                self.start_launch(launch)
+        elif event.event == "command":
+            self._deliver(json.loads(event.data))
+        elif event.event == "replaced":
+            raise Replaced(
+                f"another daemon opened the channel of machine {self.device_id}: stopping (one daemon per machine)"
+            )
+        else:
+            logger.debug("machine channel: ignored event %r", event.event)
+
+    def _deliver(self, command: dict) -> None:
+        if not self.first_sight_of_command(command["id"]):
+            return
+        with self.sessions_lock:
+            session = self.sessions.get(command["sessionId"])
+        if session is None:  # a session of this machine that this daemon does not run (another client's)
+            logger.info("command %s is for session %s, not one of ours: ignored", command["id"], command["sessionId"])
+            return
+        session.deliver(command)
+
+    def first_sight_of_command(self, command_id: str) -> bool:
+        """False for a command already taken, by the channel or a poll (both may bring it while switching)."""
+        return self._seen_commands.first_sight(command_id)
+
+    # --- the long-polls (a server without the channel, or --no-channel) --------------------------
+
+    def _start_polling(self) -> None:
+        self.long_polling.set()
+        for session in self._running_sessions():
+            session.start_polling()
+
+    def _serve_long_polls(self) -> None:
+        """Long-poll the machine's launches until `stop()`, or (with the channel allowed) until it is time to try
+        the channel again — after `channel_retry` seconds, give or take half, so daemons do not try together."""
+        path = f"/api/v1/machines/{self.device_id}/launches"
+        try_channel_at = time.monotonic() + self.config.channel_retry * random.uniform(0.5, 1.5)
+        while not self.stopping.is_set():
+            if self.config.channel and time.monotonic() >= try_channel_at:
+                return
+            response = self.api.get(
+                path, params={"wait": self.config.wait}, timeout=self.config.wait + 30, own_connection=True
+            )
             if response.status_code == 404:
                 raise DaemonError(f"Device {self.device_id} is gone (or not this token's).")
             if response.status_code != 200:
@@ -143,16 +275,8 @@ class Daemon:
                 self.stopping.wait(self.config.max_backoff)
                 continue
             for launch in response.json()["data"]:
-                if self._first_sight(launch["id"]):
+                if self._seen_launches.first_sight(launch["id"]):
                     self.start_launch(launch)
-
-    def _first_sight(self, launch_id: str) -> bool:
-        now = time.monotonic()
-        self._seen_launches = {k: t for k, t in self._seen_launches.items() if now - t < SEEN_LAUNCH_MEMORY}
-        if launch_id in self._seen_launches:
-            return False
-        self._seen_launches[launch_id] = now
-        return True
 
     def start_launch(self, launch: dict) -> None:
         """Start the command for `launch`, then acknowledge it: "ok" with the pid, or "error" if it did not start."""
@@ -223,6 +347,10 @@ class RunningSession:
         self.ended = threading.Event()
         self._ending = threading.Lock()
         self._ended_by_us = False
+        self.commands: queue.Queue[dict] = queue.Queue()  # from the machine channel, in the order they came
+        self._threads_lock = threading.Lock()
+        self._command_thread: threading.Thread | None = None  # started at the channel's first command
+        self._control_thread: threading.Thread | None = None  # started when the daemon long-polls
         config = daemon.config
         self.events = EventForwarder(
             self.api,
@@ -245,7 +373,26 @@ class RunningSession:
         for reader in self._readers:
             reader.start()
         threading.Thread(target=self._watch, name=f"watch-{self.session_id[:8]}", daemon=True).start()
-        threading.Thread(target=self._control_loop, name=f"control-{self.session_id[:8]}", daemon=True).start()
+        if self.daemon.long_polling.is_set():
+            self.start_polling()
+
+    def start_polling(self) -> None:
+        """Long-poll this session's commands (from now on, whenever the daemon long-polls)."""
+        with self._threads_lock:
+            if self._control_thread is None:
+                self._control_thread = self._thread(self._control_loop, "control")
+
+    def deliver(self, command: dict) -> None:
+        """A command from the machine channel: carried out by this session's command thread, after those before it."""
+        self.commands.put(command)
+        with self._threads_lock:
+            if self._command_thread is None:
+                self._command_thread = self._thread(self._command_loop, "commands")
+
+    def _thread(self, target, name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=f"{name}-{self.session_id[:8]}", daemon=True)
+        thread.start()
+        return thread
 
     def heartbeat(self) -> None:
         if not self.ended.is_set():
@@ -294,12 +441,32 @@ class RunningSession:
 
     # --- control commands ---------------------------------------------------------------------------
 
+    def _command_loop(self) -> None:
+        """Carry out the commands the machine channel brings, one after another (the channel reader never waits)."""
+        try:
+            while not self.ended.is_set():
+                try:
+                    command = self.commands.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                if not self.ended.is_set():
+                    self.handle(command)
+        except (Stopped, Unauthorized):
+            return
+        except Exception:
+            logger.exception("session %s: command loop failed", self.session_id)
+
     def _control_loop(self) -> None:
         wait = self.daemon.config.wait
         try:
             while not self.ended.is_set():
+                if not self.daemon.long_polling.wait(1.0):  # the channel brings the commands meanwhile
+                    continue
                 response = self.api.get(
-                    f"{self.path}/control/poll", params={"wait": wait, "limit": 10}, timeout=wait + 30
+                    f"{self.path}/control/poll",
+                    params={"wait": wait, "limit": 10},
+                    timeout=wait + 30,
+                    own_connection=True,
                 )
                 if self.ended.is_set():
                     return
@@ -310,7 +477,8 @@ class RunningSession:
                     self.daemon.stopping.wait(self.daemon.config.max_backoff)
                     continue
                 for command in response.json()["data"]:
-                    self.handle(command)
+                    if self.daemon.first_sight_of_command(command["id"]):
+                        self.handle(command)
         except (Stopped, Unauthorized):
             return
         except Exception:

@@ -23,6 +23,7 @@ from acp.services import device_channel_open
 from commands.api.serializers import ControlCommandSerializer
 from commands.selectors import commands_pending_on_machine
 from sessions.api.serializers import LaunchSerializer
+from sessions.choices import ChannelEvent
 from sessions.selectors import launch_queue
 
 PAGE_SIZE = 100  # of each kind per fetch; a full page is followed by another fetch at once
@@ -39,15 +40,16 @@ class MachineChannel:
 
     def __call__(self) -> Batch:
         if not self.is_current():
-            return Batch([Message(json.dumps({"machine_id": str(self.machine_id)}), event="replaced")], last=True)
+            replaced = Message(json.dumps({"machine_id": str(self.machine_id)}), event=ChannelEvent.REPLACED.value)
+            return Batch([replaced], last=True)
         launches = list(launch_queue(machine_id=self.machine_id).exclude(pk__in=self.launches_sent)[:PAGE_SIZE])
         commands = list(
             commands_pending_on_machine(device_id=self.machine_id).exclude(pk__in=self.commands_sent)[:PAGE_SIZE]
         )
         self.launches_sent.update(launch.pk for launch in launches)
         self.commands_sent.update(command.pk for command in commands)
-        messages = [_message("launch", launch.pk, LaunchSerializer(launch).data) for launch in launches]
-        messages += [_message("command", command.pk, ControlCommandSerializer(command).data) for command in commands]
+        messages = [_message(ChannelEvent.LAUNCH, row.pk, LaunchSerializer(row).data) for row in launches]
+        messages += [_message(ChannelEvent.COMMAND, row.pk, ControlCommandSerializer(row).data) for row in commands]
         return Batch(messages, more=len(launches) >= PAGE_SIZE or len(commands) >= PAGE_SIZE)
 
     def is_current(self) -> bool:
@@ -55,8 +57,8 @@ class MachineChannel:
         return Device.objects.filter(pk=self.machine_id, channel_id=self.channel_id).exists()
 
 
-def _message(kind: str, pk, data) -> Message:
-    return Message(JSONRenderer().render(data).decode(), id=f"{kind}:{pk}", event=kind)
+def _message(kind: ChannelEvent, pk, data) -> Message:
+    return Message(JSONRenderer().render(data).decode(), id=f"{kind.value}:{pk}", event=kind.value)
 
 
 def channel_open(*, machines, machine_id) -> EventStream | None:

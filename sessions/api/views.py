@@ -31,6 +31,7 @@ from sessions.api.serializers import (
     LaunchSerializer,
     WorkspaceSerializer,
 )
+from sessions.choices import ChannelEvent
 from sessions.filtersets import LaunchFilterSet, WorkspaceFilterSet
 from sessions.models import Launch, Workspace
 
@@ -195,12 +196,11 @@ class MachineLaunchViewSet(OwnedViewSetMixin, viewsets.GenericViewSet):
         return Response(LaunchSerializer(acknowledged.obj).data)
 
 
-CHANNEL_EVENTS = ("launch", "command", "replaced")
 ChannelMessage = inline_serializer(
     "MachineChannelMessage",
     {
         "event": serializers.ChoiceField(
-            choices=CHANNEL_EVENTS,
+            choices=ChannelEvent.choices,
             help_text=(
                 "`launch`: a pending launch, as an item of the launches poll; `command`: a pending control command "
                 "of a session on the machine, as an item of the control poll; `replaced`: another channel for the "

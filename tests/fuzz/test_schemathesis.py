@@ -89,6 +89,7 @@ def test_every_operation_survives_fuzzing(live_server, settings, tmp_path: Path)
     settings.ACP_LAUNCH_ACK_TIMEOUT = 0.1
     settings.ACP_LONG_POLL_MAX_WAIT = 0.1
     settings.ACP_STREAM_MAX_SECONDS = 0.2  # an event stream (stream=true) ends by itself
+    settings.ACP_CHANNEL_MAX_SECONDS = 0.05  # and so does a machine's channel (every valid example opens one)
     user = make_user("fuzzer")
     named, by_path = seed(user)
     token = make_token(user)

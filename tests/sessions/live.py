@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,10 @@ class Server(Process):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def requests(self, method: str, path_prefix: str) -> int:
+        """How many `method` requests for a path starting with `path_prefix` its access log shows (`access_log`)."""
+        return self.log().count(f'"{method} {path_prefix}')
+
 
 @dataclass
 class RedisServer(Process):
@@ -128,9 +133,17 @@ class ProcessManager:
     agent_pids: set[int] = field(default_factory=set)
 
     def start_server(
-        self, name: str = "acp-test-server", *, port: int | None = None, gunicorn: bool = False, **env
+        self,
+        name: str = "acp-test-server",
+        *,
+        port: int | None = None,
+        gunicorn: bool = False,
+        access_log: bool = False,
+        **env,
     ) -> Server:
-        """uvicorn serving acp.asgi; with `gunicorn`, as in production: gunicorn with one UvicornWorker."""
+        """uvicorn serving acp.asgi; with `gunicorn`, as in production: gunicorn with one UvicornWorker.
+
+        With `access_log`, uvicorn logs every request it takes in (`Server.requests` counts them)."""
         port = port or free_port()
         environment = {
             **os.environ,
@@ -143,7 +156,7 @@ class ProcessManager:
             **{key: str(value) for key, value in env.items()},
         }
         command = [sys.executable, "-m", "uvicorn", "acp.asgi:application", "--host", "127.0.0.1",
-                   "--port", str(port), "--log-level", "warning"]  # fmt: skip
+                   "--port", str(port), "--log-level", "info" if access_log else "warning"]  # fmt: skip
         if gunicorn:
             command = [sys.executable, "-m", "gunicorn", "acp.asgi:application", "-k", "uvicorn.workers.UvicornWorker",
                        "--workers", "1", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "30"]  # fmt: skip
@@ -212,6 +225,47 @@ class ProcessManager:
             return httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
+
+
+def established_connections(pid: int, port: int) -> int:
+    """How many TCP connections process `pid` holds open to 127.0.0.1:`port` (its socket fds, looked up in
+    /proc/net/tcp: remote address 127.0.0.1:port, state ESTABLISHED)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    inodes = set()
+    with contextlib.suppress(FileNotFoundError):
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    remote = f"0100007F:{port:04X}"
+    count = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[2] == remote and fields[3] == "01" and fields[9] in inodes:
+            count += 1
+    return count
+
+
+@contextlib.contextmanager
+def connections_sampled(pid: int, port: int, interval: float = 0.005):
+    """While the block runs, count `pid`'s connections to `port` every `interval` seconds; yields the counts."""
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            with contextlib.suppress(FileNotFoundError):  # the process is gone
+                samples.append(established_connections(pid, port))
+            done.wait(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        sampler.join()
 
 
 def process_state(pid: int) -> str | None:

@@ -54,3 +54,14 @@ def test_workspace_is_bare_and_snake_case(schema):
         "created_at",
         "updated_at",
     }
+
+
+def test_the_machine_channel_is_documented_as_a_stream_of_three_events(schema):
+    channel = schema["paths"]["/api/v1/machines/{machine_id}/stream"]["get"]
+    assert set(channel["responses"]["200"]["content"]) == {"text/event-stream"}
+    assert {"400", "401", "404"} <= set(channel["responses"])
+    assert "Last-Event-ID" in {parameter["name"] for parameter in channel["parameters"]}
+    ref = channel["responses"]["200"]["content"]["text/event-stream"]["schema"]["$ref"].rsplit("/", 1)[1]
+    event = schema["components"]["schemas"][ref]["properties"]["event"]["allOf"][0]["$ref"].rsplit("/", 1)[1]
+    assert event == "MachineChannelEventEnum"
+    assert schema["components"]["schemas"][event]["enum"] == ["launch", "command", "replaced"]

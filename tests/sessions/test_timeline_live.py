@@ -11,7 +11,7 @@ from acp.daemon.events import EventForwarder
 from commands.models import ThreadEvent
 from commands.services import local_session_create, thread_create
 from tests.conftest import make_token
-from tests.sessions.live import wait_until
+from tests.sessions.live import connections_sampled, wait_until
 from tests.sessions.test_live import bearer, launch_session, send_command
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,10 +23,26 @@ def timeline(thread_id):
     return events
 
 
-def test_launch_pause_resume_message_cancel_reads_as_one_timeline(processes, user, workspace, device):
-    server = processes.start_server()
+def test_launch_pause_resume_message_cancel_over_one_connection_reads_as_one_timeline(
+    processes, user, workspace, device
+):
+    server = processes.start_server(access_log=True)
     token = make_token(user)
-    processes.start_daemon(server, make_token(user, device=device), "--device", str(device.id))
+    daemon = processes.start_daemon(server, make_token(user, device=device), "--device", str(device.id))
+    wait_until(lambda: "machine channel open" in daemon.log(), 20, message="the daemon to open its channel")
+    with connections_sampled(daemon.popen.pid, server.port) as connections:
+        thread_id, session_id = round_trip(processes, server, token, workspace)
+
+    # one channel carried the launch and the commands; acks, heartbeats and events shared one more connection
+    assert 1 <= max(connections) <= 2, connections
+    assert server.requests("GET", f"/api/v1/machines/{device.id}/stream") == 1
+    assert server.requests("GET", f"/api/v1/machines/{device.id}/launches") == 0
+    assert "/control/poll" not in server.log()
+    assert_timeline_of_a_round_trip(thread_id, session_id)
+
+
+def round_trip(processes, server, token, workspace) -> tuple[str, str]:
+    """Launch a session, pause, resume and message it, then cancel it, while a client streams its output."""
     answer = launch_session(server, token, workspace, {"initial_prompt": "hello timeline"}).json()
     assert answer["status"] == "ok", answer
     payload = answer["payload"]
@@ -57,7 +73,10 @@ def test_launch_pause_resume_message_cancel_reads_as_one_timeline(processes, use
     wait_until(
         lambda: ThreadEvent.objects.filter(thread_id=thread_id, type="exit").exists(), 15, message="the exit event"
     )
+    return thread_id, session_id
 
+
+def assert_timeline_of_a_round_trip(thread_id, session_id):
     events = timeline(thread_id)
     server_types = [e.type for e in events if e.source == "server"]
     per_command = ["command.queued", "command.acknowledged", "command.completed"]

@@ -1,0 +1,103 @@
+"""The machine channel in one process: who may open it, what one wake-up costs, presence in one statement, and the
+configuration refused at start-up. (Live behaviour, across processes: test_channel_live.py.)"""
+
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from acp.models import Device
+from acp.presence import ChannelPresence
+from acp.services import device_channel_open
+from commands.services import command_enqueue, local_session_create, thread_create
+from sessions.api.channel import MachineChannel
+from tests.conftest import make_client, make_token
+from tests.sessions.conftest import make_launch
+from tests.sessions.live import REPO_ROOT
+
+pytestmark = pytest.mark.django_db
+
+
+def stream_url(machine_id, query=""):
+    return f"/api/v1/machines/{machine_id}/stream{query}"
+
+
+def test_who_may_open_a_channel(user, device, second_device, other_device):
+    own_device = make_client(make_token(user, device=device))
+    for foreign in (second_device.id, other_device.id, uuid.uuid4()):  # another machine of mine, another user's, none
+        answer = own_device.get(stream_url(foreign), HTTP_ACCEPT="text/event-stream")
+        assert answer.status_code == 404 and answer.json()["code"] == "not_found"
+    assert make_client(make_token(user)).get(stream_url(other_device.id)).status_code == 404
+    assert make_client(None).get(stream_url(device.id)).status_code == 401
+    assert own_device.get(f"/api/v1/machines/{device.id}x/stream").status_code == 404  # not a UUID
+    unknown = own_device.get(stream_url(device.id, "?since=3"))
+    assert unknown.status_code == 400 and "since" in unknown.json()["details"]
+    assert Device.objects.get(pk=device.pk).channel_id is None  # none of them opened it
+
+
+def test_opening_proves_ownership_marks_seen_and_takes_the_slot_in_one_statement(
+    user, device, other_device, django_assert_num_queries
+):
+    Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now() - timedelta(hours=1))
+    channel_id = uuid.uuid4()
+    with django_assert_num_queries(1):
+        assert device_channel_open(devices=Device.objects.filter(user=user), device_id=device.pk, channel_id=channel_id)
+    device.refresh_from_db()
+    assert device.channel_id == channel_id and device.is_online() and device.channel_opened_at is not None
+    theirs = Device.objects.filter(user=user)
+    assert not device_channel_open(devices=theirs, device_id=other_device.pk, channel_id=uuid.uuid4())
+    assert Device.objects.get(pk=other_device.pk).channel_id is None
+
+
+def test_a_wake_up_costs_three_small_queries_and_sends_each_item_once(
+    user, workspace, device, django_assert_max_num_queries
+):
+    thread = thread_create(user=user, title="t")
+    sessions = [local_session_create(user=user, thread=thread, device=device, status="running") for _ in range(3)]
+    for session in sessions:
+        command_enqueue(session=session, command_type="pause")
+    for _ in range(3):
+        make_launch(workspace)
+    channel_id = uuid.uuid4()
+    device_channel_open(devices=Device.objects.all(), device_id=device.pk, channel_id=channel_id)
+    channel = MachineChannel(device.pk, channel_id)
+    with django_assert_max_num_queries(3):
+        batch = channel()
+    assert [message.event for message in batch.messages] == ["launch"] * 3 + ["command"] * 3
+    with django_assert_max_num_queries(3):
+        assert channel().messages == []  # a wake-up with nothing new: nothing again
+    device_channel_open(devices=Device.objects.all(), device_id=device.pk, channel_id=uuid.uuid4())
+    replaced = channel()
+    assert replaced.last and [(m.event, m.id) for m in replaced.messages] == [("replaced", None)]
+
+
+def test_presence_refreshes_every_held_channel_in_one_statement(user, django_assert_num_queries):
+    long_ago = timezone.now() - timedelta(hours=1)
+    machines = [Device.objects.create(user=user, name=f"m{n}", last_seen_at=long_ago) for n in range(3)]
+    presence = ChannelPresence()
+    channel_ids = [uuid.uuid4() for _ in machines[:2]]
+    for machine, channel_id in zip(machines, channel_ids, strict=False):
+        device_channel_open(devices=Device.objects.all(), device_id=machine.pk, channel_id=channel_id)
+    Device.objects.update(last_seen_at=long_ago)
+    with contextlib.ExitStack() as holding:
+        for channel_id in channel_ids:
+            holding.enter_context(presence.hold(channel_id))
+        with django_assert_num_queries(1):
+            assert presence.refresh() == 2
+    assert [machine.is_online() for machine in Device.objects.order_by("name")] == [True, True, False]
+    assert presence.held() == [] and presence.refresh() == 0
+
+
+def test_a_presence_interval_not_below_the_offline_time_is_refused_at_start_up():
+    environment = {**os.environ, "SECRET_KEY": "x", "DJANGO_SETTINGS_MODULE": "acp.settings"}
+    environment.update(ACP_DEVICE_OFFLINE_AFTER="30", ACP_CHANNEL_PRESENCE_INTERVAL="30")
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0 and "ACP_CHANNEL_PRESENCE_INTERVAL (30) must be" in done.stderr
