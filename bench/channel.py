@@ -16,7 +16,7 @@ runs the prepares). See README, "Benchmarks" — "The machine channel". In order
                             on the right channel (which acks it)
   reconnect storm alone     every channel closed and reopened at a random moment of a window: CPU per reconnect
   reconnect storm +prepare  the same storm while prepare-spread runs: errors, prepare p99
-  --profile                 py-spy on the worker during a further storm alone, and during the wait=0 polls
+  --profile                 py-spy on the worker during the storm alone, and during a further run of the wait=0 polls
 
 Writes bench/results/channel-<timestamp>.json; prints the targets MET / NOT MET. Everything stops at exit.
 """
@@ -56,6 +56,9 @@ def parse_args():
     parser.add_argument("--clients", type=int, default=32, help="prepare-spread's concurrent clients (32)")
     parser.add_argument("--poll-clients", type=int, default=8, help="concurrent clients of the wait=0 polls (8)")
     parser.add_argument("--profile", action="store_true", help="py-spy on the worker during a storm and the polls")
+    parser.add_argument(
+        "--heartbeat", type=float, default=None, help="the server's ACP_STREAM_HEARTBEAT (default: its own, 15 s)"
+    )
     args = parser.parse_args()
     args.daemons = args.daemons or (1000 if args.quick else 10_000)
     args.ramp = args.ramp or (10.0 if args.quick else 120.0)
@@ -146,6 +149,8 @@ class ChannelBench:
             # Longer than the run: a channel that ends meanwhile is a drop, not the age limit.
             "ACP_CHANNEL_MAX_SECONDS": "7200",
         }
+        if self.args.heartbeat is not None:
+            env["ACP_STREAM_HEARTBEAT"] = str(self.args.heartbeat)
         log("server: gunicorn with ONE uvicorn worker")
         self.server = Server(self.pg.url, workers=1, env=env).start()
         self.worker = self.server.worker_pids()[0]
@@ -200,7 +205,7 @@ class ChannelBench:
         self.storm_file = self.tmp / "storm"
         before = self.worker_state()
         log(f"idle channels: opening {count} (one device token each) over {ramp:g}s; worker before {before}")
-        cpu0 = common.cpu_seconds([self.worker])
+        cpu0, t_open = common.cpu_seconds([self.worker]), time.monotonic()
         self.holder = common.start_child(
             "channelgen.py",
             {
@@ -219,12 +224,12 @@ class ChannelBench:
             self.wait_status(lambda s: s.get("connected", 0) >= count, ramp + 300)
         except TimeoutError as exc:  # reported as it stands (connected < channels), and the run goes on
             log(f"idle channels: {exc}")
-        up_s = time.monotonic()
         settled = run.settle(self.worker, max_seconds=30)
         cpu = common.cpu_seconds([self.worker]) - cpu0
         after = self.worker_state()
         status = run.read_status(self.status_file)
         connects = status.get("connects", 0)
+        up_after_ramp_s = time.monotonic() - t_open - ramp
         row = {
             "channels": count,
             "ramp_s": ramp,
@@ -238,9 +243,10 @@ class ChannelBench:
             "worker_rss_kb_per_channel": round(1024 * (after["rss_mb"] - before["rss_mb"]) / max(1, count), 1),
             # From the first connect to the settled state: connects and the keepalives of those already up.
             "worker_cpu_ms_per_connect_ramp": round(1000 * cpu / max(1, connects), 2),
+            "worker_cpu_s_ramp": round(cpu, 2),
+            "up_after_ramp_s": round(up_after_ramp_s, 1),
             "holder": status,
         }
-        self.idle_since = up_s
         self.rows["idle channels"] = row
         print(
             f"{'idle channels':<26} {row['connected']}/{count} connected, errors {row['errors']}   | worker RSS "
@@ -256,7 +262,14 @@ class ChannelBench:
         cpu0 = common.cpu_seconds([self.worker])
         time.sleep(seconds)
         cores = (common.cpu_seconds([self.worker]) - cpu0) / seconds
-        self.rows["idle channels"]["worker_cores_idle"] = round(cores, 3)
+        row = self.rows["idle channels"]
+        row["worker_cores_idle"] = round(cores, 3)
+        # The ramp's CPU less what the channels already up cost meanwhile (half of them on average during the ramp,
+        # all of them while it settled): what the connects themselves cost.
+        held_s = row["ramp_s"] / 2 + row["up_after_ramp_s"]
+        net = row["worker_cpu_s_ramp"] - cores * held_s
+        row["worker_cpu_ms_per_connect_ramp_net"] = round(1000 * net / max(1, row["holder"].get("connects", 0)), 2)
+        log(f"idle channels: a connect cost the worker {row['worker_cpu_ms_per_connect_ramp_net']} ms net of that")
         log(f"idle channels: the worker uses {cores:.3f} cores holding them ({seconds:g}s)")
         return cores
 
@@ -421,7 +434,11 @@ class ChannelBench:
 
     def stop_channels(self) -> dict:
         self.stop_file.touch()
-        final = common.finish_child(self.holder, timeout=120)
+        try:
+            final = common.finish_child(self.holder, timeout=120)
+        except RuntimeError as exc:  # the figures are in; a holder that does not stop is killed
+            log(f"the channel holder: {exc}")
+            return {}
         latency = {phase: summarise(values) for phase, values in final.pop("connect_ms").items() if values}
         self.results["connect_latency"] = latency
         print(f"connect → ': connected' latency (client side): {latency}", flush=True)
@@ -538,7 +555,7 @@ def main() -> int:
     pg = Postgres().start()
     common.setup_django(pg.url)
     log(f"data: migrate, a user, 65 bindings, {args.daemons} idle machines, {REAL_MACHINES} machines with a session")
-    data = run.create_data(args.daemons)
+    data = run.create_data(args.daemons, False)
     data["channels"] = stream_paths(data["idle_polls"])
     data["real_machines"] = create_real_machines(data["user"], REAL_MACHINES)
     from django.db import connections
@@ -555,6 +572,7 @@ def main() -> int:
             "storm_s": args.storm,
             "clients": args.clients,
             "poll_clients": args.poll_clients,
+            "stream_heartbeat_s": args.heartbeat or "the server's default (15)",
             "warmup_s": cb.warmup,
             "duration_s": cb.duration,
             "server": "gunicorn acp.asgi:application -k uvicorn.workers.UvicornWorker --workers 1, DATABASE_POOL=1",
@@ -569,26 +587,45 @@ def main() -> int:
         f"{cb.warmup:g}s warm-up + {cb.duration:g}s per window, load average at start {os.getloadavg()[0]:.1f}\n",
         flush=True,
     )
+    path = common.RESULTS / f"channel-{stamp}.json"
+
+    def save():  # after every step: a run cut short keeps what it measured
+        path.write_text(json.dumps(cb.results, indent=2, default=str))
+
+    def storm_alone():
+        # With --profile, py-spy records the worker through it: a connect-only storm (its sampling costs the worker
+        # little: --nonblocking, it does not stop the process).
+        run_it = lambda: cb.storm_alone(cb.rows["idle channels"]["worker_cores_idle"])  # noqa: E731
+        if args.profile:
+            cb.results.setdefault("profile", {})["storm"] = cb.profile("storm", run_it)
+        else:
+            run_it()
+
     cb.start_server()
-    cb.prepare("prepare-spread 1 worker")
-    cb.launch_polls()
-    cb.open_channels()
-    idle_cores = cb.idle_cost(5.0 if args.quick else 10.0)
-    cb.prepare("prepare-spread +channels")
-    cb.command_delivery()
-    cb.storm_alone(idle_cores)
-    cb.storm_with_prepare(idle_cores)
+    steps = [
+        lambda: cb.prepare("prepare-spread 1 worker"),
+        cb.launch_polls,
+        cb.open_channels,
+        lambda: cb.idle_cost(5.0 if args.quick else 10.0),
+        lambda: cb.prepare("prepare-spread +channels"),
+        cb.command_delivery,
+        storm_alone,
+        lambda: cb.storm_with_prepare(cb.rows["idle channels"]["worker_cores_idle"]),
+    ]
     if args.profile:
-        cb.results["profile"] = {
-            "storm": cb.profile("storm", lambda: cb.storm(3)),
-            "polls": cb.profile("polls", lambda: cb.launch_polls("launch poll wait=0 (profiled)")),
-        }
+        steps.append(
+            lambda: cb.results["profile"].update(
+                polls=cb.profile("polls", lambda: cb.launch_polls("launch poll wait=0 (profiled)"))
+            )
+        )
+    for step in steps:
+        step()
+        save()
     cb.results["holder_final"] = cb.stop_channels()
     cb.server.stop()
     cb.results["targets"] = targets(cb.rows)
     cb.results["elapsed_s"] = round(time.monotonic() - t0, 1)
-    path = common.RESULTS / f"channel-{stamp}.json"
-    path.write_text(json.dumps(cb.results, indent=2, default=str))
+    save()
     print(f"\nresults: {path.relative_to(common.ROOT)} ({cb.results['elapsed_s']:.0f}s)", flush=True)
     return 0
 

@@ -8,8 +8,8 @@ Kinds:
   commands  a few "real" daemons hold channels; per session a driver creates control commands (user token) and
             times the arrival of the `event: command` with that id on its machine's channel, which acks it
   polls     closed loop of `GET /api/v1/machines/{id}/launches?wait=0`, cycling through the machines' tokens
-A connection is a raw socket, not an httpx client: 10,000 of them must be cheap to hold here. Every loop is
-bounded in count and time; only loopback URLs are accepted.
+A connection is loadgen's RawStream (a raw socket, not an httpx client): 10,000 of them must be cheap to hold.
+Every loop is bounded in count and time; only loopback URLs are accepted.
 """
 
 from __future__ import annotations
@@ -22,13 +22,11 @@ import resource
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import Recorder, check_loopback, client_for, closed_loop, timed  # noqa: E402
+from loadgen import RawStream, Recorder, StreamRefused, check_loopback, client_for, closed_loop, timed  # noqa: E402
 
-READ_LIMIT = 1 << 14
 CONNECTED = b": connected"
 
 
@@ -39,91 +37,19 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-class StreamError(Exception):
-    """The channel was refused (status) or ended before it was up."""
-
-    def __init__(self, kind: str, detail: str = "", retry_after: float | None = None):
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.retry_after = retry_after
-
-
-class Channel:
-    """One `GET …/stream` on its own socket; the HTTP/1.1 body de-chunked, SSE messages parsed on demand."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunked: bool):
-        self.reader, self.writer, self.chunked = reader, writer, chunked
-        self.buffer = b""
-
-    @classmethod
-    async def open(cls, host: str, port: int, path: str, token: str, timeout: float) -> Channel:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=READ_LIMIT), timeout)
-        try:
-            writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
-                "Accept: text/event-stream\r\n\r\n".encode()
-            )
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-        except BaseException:
-            writer.close()
-            raise
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-        channel = cls(reader, writer, headers.get("transfer-encoding", "").lower() == "chunked")
-        if status != 200:
-            body = await channel.read_some(timeout=2)
-            channel.close()
-            retry = headers.get("retry-after")
-            raise StreamError(f"status {status}", body[:200].decode(errors="replace"), float(retry) if retry else None)
-        return channel
-
-    async def read_some(self, timeout: float | None = None) -> bytes:
-        """The next piece of the body (b"" at its end)."""
-        if not self.chunked:
-            return await asyncio.wait_for(self.reader.read(READ_LIMIT), timeout)
-        size_line = await asyncio.wait_for(self.reader.readline(), timeout)
-        if not size_line:
-            return b""
-        size = int(size_line.split(b";")[0].strip() or b"0", 16)
-        if size == 0:
-            return b""
-        data = await asyncio.wait_for(self.reader.readexactly(size + 2), timeout)
-        return data[:-2]
-
-    async def wait_connected(self, timeout: float) -> None:
+async def open_channel(base_url: str, path: str, token: str, timeout: float):
+    """Open a machine's channel and wait for its `: connected`: the stream and the rest of its body's chunks."""
+    stream = await asyncio.wait_for(RawStream.open(base_url, path, token), timeout)
+    chunks = stream.chunks().__aiter__()
+    seen = b""
+    try:
         deadline = time.perf_counter() + timeout
-        while CONNECTED not in self.buffer:
-            piece = await self.read_some(max(0.01, deadline - time.perf_counter()))
-            if not piece:
-                raise StreamError("ended before ': connected'")
-            self.buffer += piece
-        self.buffer = self.buffer.split(CONNECTED, 1)[1]
-
-    async def messages(self):
-        """Yield (event, id, data) per SSE message; comments are skipped."""
-        while True:
-            while b"\n\n" not in self.buffer:
-                piece = await self.read_some()
-                if not piece:
-                    return
-                self.buffer += piece.replace(b"\r\n", b"\n")
-            block, self.buffer = self.buffer.split(b"\n\n", 1)
-            fields: dict[str, str] = {}
-            for line in block.decode().split("\n"):
-                if line and not line.startswith(":"):
-                    name, _, value = line.partition(":")
-                    fields[name] = fields.get(name, "") + value.removeprefix(" ")
-            if fields:
-                yield fields.get("event", "message"), fields.get("id"), fields.get("data", "")
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def _host_port(base_url: str) -> tuple[str, int]:
-    parts = urlsplit(base_url)
-    return parts.hostname, parts.port or 80
+        while CONNECTED not in seen:
+            seen += await asyncio.wait_for(chunks.__anext__(), max(0.01, deadline - time.perf_counter()))
+    except BaseException:
+        stream.close()
+        raise
+    return stream, chunks
 
 
 def _sample(state: dict, text: str) -> None:
@@ -135,7 +61,6 @@ def _sample(state: dict, text: str) -> None:
 
 
 async def hold(spec: dict) -> dict:
-    host, port = _host_port(spec["base_url"])
     machines = spec["machines"]  # [stream path, device token]
     stop_file, status_file = Path(spec["stop_file"]), Path(spec["status_file"])
     storm_file = Path(spec["storm_file"])
@@ -153,50 +78,46 @@ async def hold(spec: dict) -> dict:
         "error_samples": [],
     }
     connect_ms: dict[str, list[float]] = {"ramp": [], "storm": []}
-    channels: list[Channel | None] = [None] * len(machines)
+    channels: list[RawStream | None] = [None] * len(machines)
     asked: list[bool] = [False] * len(machines)
     storm = {"phase": "ramp"}
     stopping = asyncio.Event()
 
-    async def connect(index: int) -> Channel | None:
+    async def connect(index: int):
         path, token = machines[index]
         for attempt in range(20):
             if stopping.is_set():
                 return None
             t0 = time.perf_counter()
             try:
-                channel = await Channel.open(host, port, path, token, timeout)
-                await channel.wait_connected(timeout)
-            except StreamError as exc:
+                channel = await open_channel(spec["base_url"], path, token, timeout)
+            except StreamRefused as exc:
                 state["connect_errors"] += 1
-                if exc.kind.startswith("status"):
-                    state["refused"][exc.kind] = state["refused"].get(exc.kind, 0) + 1
+                status = f"status {str(exc).split(':', 1)[0]}"
+                state["refused"][status] = state["refused"].get(status, 0) + 1
                 _sample(state, f"{storm['phase']}: {exc}")
-                await asyncio.sleep(exc.retry_after or min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
-                continue
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+            except (OSError, TimeoutError, StopAsyncIteration, asyncio.IncompleteReadError, ValueError) as exc:
                 state["connect_errors"] += 1
                 _sample(state, f"{storm['phase']}: {exc!r}")
-                await asyncio.sleep(min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
-                continue
-            connect_ms.setdefault(storm["phase"], []).append((time.perf_counter() - t0) * 1000)
-            state["connects"] += 1
-            state["connected"] += 1
-            return channel
+            else:
+                connect_ms.setdefault(storm["phase"], []).append((time.perf_counter() - t0) * 1000)
+                state["connects"] += 1
+                state["connected"] += 1
+                return channel
+            # A daemon's backoff: exponential, jittered, at most 30 s.
+            await asyncio.sleep(min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
         return None
 
     async def daemon(index: int):
         await asyncio.sleep(spec["ramp_s"] * index / len(machines))
         for _ in range(1000):
-            channel = await connect(index)
-            if channel is None:
+            opened = await connect(index)
+            if opened is None:
                 return
+            channel, chunks = opened
             channels[index] = channel
             try:
-                while True:
-                    piece = await channel.read_some()
-                    if not piece:
-                        break
+                async for piece in chunks:
                     if b"event: replaced" in piece:
                         state["replaced"] += 1
             except (OSError, asyncio.IncompleteReadError, ValueError):
@@ -255,12 +176,12 @@ async def hold(spec: dict) -> dict:
 
     tasks = [asyncio.create_task(daemon(i)) for i in range(len(machines))]
     await watch()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
     for channel in channels:
         if channel is not None:
             channel.close()
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=30)
     return {
         **state,
         "connect_ms": {phase: [round(x, 2) for x in values] for phase, values in connect_ms.items()},
@@ -272,7 +193,6 @@ async def hold(spec: dict) -> dict:
 
 
 async def commands(spec: dict) -> dict:
-    host, port = _host_port(spec["base_url"])
     start = time.perf_counter()
     t_start = start + spec["warmup"]
     t_end = t_start + spec["duration"]
@@ -290,17 +210,17 @@ async def commands(spec: dict) -> dict:
             received[command_id] = loop.create_future()
         return received[command_id]
 
-    async def daemon(daemon_client, machine: dict, stop: asyncio.Event):
+    async def daemon(daemon_client, machine: dict, stop: asyncio.Event, up: asyncio.Event):
         nonlocal wrong_channel
         own_sessions = {s for _, s in machine["sessions"]}
         for _ in range(100):
             if stop.is_set():
                 return
             try:
-                channel = await Channel.open(host, port, machine["path"], machine["token"], 30)
-                await channel.wait_connected(30)
-                async for event, _, data in channel.messages():
-                    if event != "command":
+                channel, _ = await open_channel(spec["base_url"], machine["path"], machine["token"], 60)
+                up.set()
+                async for event_id, data in channel.messages():  # a new reader of the body, after `: connected`
+                    if not event_id.startswith("command:"):
                         continue
                     t_recv = time.perf_counter()
                     command = json.loads(data)
@@ -359,8 +279,12 @@ async def commands(spec: dict) -> dict:
     cpu0 = None
     async with client_for(spec, 2 * len(machines) + 4) as user_client:
         daemon_clients = [client_for(spec, 4, m["token"]) for m in machines]
-        daemons = [asyncio.create_task(daemon(c, m, stop)) for c, m in zip(daemon_clients, machines, strict=True)]
-        await asyncio.sleep(1.0)  # the channels are up before the first create
+        ups = [asyncio.Event() for _ in machines]
+        daemons = [
+            asyncio.create_task(daemon(c, m, stop, up)) for c, m, up in zip(daemon_clients, machines, ups, strict=True)
+        ]
+        # The channels are up before the first create (bounded: a create before it is delivered on connect).
+        await asyncio.wait([asyncio.create_task(up.wait()) for up in ups], timeout=spec["warmup"] + 60)
         cpu0 = time.process_time()
         drivers = [driver(user_client, t, s, stop) for m in machines for t, s in m["sessions"]]
         await asyncio.gather(*drivers)
