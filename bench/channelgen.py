@@ -25,7 +25,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import RawStream, Recorder, StreamRefused, check_loopback, client_for, closed_loop, timed  # noqa: E402
+from loadgen import (  # noqa: E402
+    RawStream,
+    Recorder,
+    StreamRefused,
+    check_loopback,
+    client_for,
+    closed_loop,
+    create_command,
+    timed,
+)
 
 CONNECTED = b": connected"
 
@@ -252,16 +261,9 @@ async def commands(spec: dict) -> dict:
             await asyncio.sleep(random.uniform(*gap))
             if time.perf_counter() >= t_end:
                 return
-            t0 = time.perf_counter()
-            response = await timed(
-                recorder,
-                lambda: user_client.post(base, json={"commandType": "message", "payload": {"text": "bench"}}),
-                {201},
-            )
-            t1 = time.perf_counter()
-            if response is None or response.status_code != 201:
+            t0, t1, command_id = await create_command(recorder, user_client, base)
+            if command_id is None:
                 continue
-            command_id = response.json()["command"]["id"]
             try:
                 t_recv = await asyncio.wait_for(future_for(command_id), timeout=30)
             except TimeoutError:
