@@ -220,6 +220,20 @@ def get_steps(spec: dict):
 # --- control command round trips -------------------------------------------------------------------------------------
 
 
+async def create_command(recorder: Recorder, user_client, base: str) -> tuple[float, float, str | None]:
+    """Create a `message` control command at `base` (…/control): (sent, answered, its id; None if refused)."""
+    t0 = time.perf_counter()
+    response = await timed(
+        recorder,
+        lambda: user_client.post(base, json={"commandType": "message", "payload": {"text": "bench"}}),
+        {201},
+    )
+    t1 = time.perf_counter()
+    if response is None or response.status_code != 201:
+        return t0, t1, None
+    return t0, t1, response.json()["command"]["id"]
+
+
 async def control(spec: dict) -> dict:
     """Per session: a daemon coroutine long-polls and acks; a driver creates a command, waits for the ack, pauses."""
     start = time.perf_counter()
@@ -279,16 +293,9 @@ async def control(spec: dict) -> dict:
                 await asyncio.sleep(random.uniform(*gap))  # let the daemon's poll settle into its wait
                 if time.perf_counter() >= t_end:
                     return
-                t0 = time.perf_counter()
-                response = await timed(
-                    recorder,
-                    lambda: user_client.post(base, json={"commandType": "message", "payload": {"text": "bench"}}),
-                    {201},
-                )
-                t1 = time.perf_counter()
-                if response is None or response.status_code != 201:
+                t0, t1, command_id = await create_command(recorder, user_client, base)
+                if command_id is None:
                     continue
-                command_id = response.json()["command"]["id"]
                 try:
                     t_recv, t_ack, acked = await asyncio.wait_for(future_for(command_id), timeout=35)
                 except TimeoutError:
