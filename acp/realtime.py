@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import select
 import threading
 import time
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "acp_events"
 SQLITE_POLL_INTERVAL = 0.25  # seconds between re-checks where there is no NOTIFY
+LISTENER_DOWN_STREAM_RECHECK = 5.0  # at most, for a long-lived stream while the LISTEN connection is down
 
 
 def machine_key(device_id) -> str:
@@ -268,10 +270,15 @@ def subscribe(key: str) -> Subscription:
 
 
 def recheck_interval(last_resort: float | None = None) -> float:
-    """Seconds a waiter may sleep before re-checking the database: a quarter of a second while there is no LISTEN
-    connection (SQLite, or a connection lost), else `last_resort` (default ACP_LONG_POLL_RECHECK)."""
-    if connection.vendor != "postgresql" or not _listener.is_listening:
+    """Seconds a waiter may sleep before re-checking the database: a quarter of a second where there is no LISTEN
+    (SQLite) or while the connection is lost (up to five for a long-lived stream), else `last_resort` (default
+    ACP_LONG_POLL_RECHECK)."""
+    if connection.vendor != "postgresql":
         return SQLITE_POLL_INTERVAL
+    if not _listener.is_listening:
+        # Long-lived streams (a `last_resort` of their own) back off: 10,000 channels re-checking four times a
+        # second while the listener reconnects would take the database. It wakes them all once it is back.
+        return SQLITE_POLL_INTERVAL if last_resort is None else LISTENER_DOWN_STREAM_RECHECK * random.uniform(0.5, 1)
     # A last resort on PostgreSQL, for a wake-up lost some other way: the listener already wakes every waiter when
     # its connection drops and when it is back, and every waiter answers by its deadline (at most
     # ACP_LONG_POLL_MAX_WAIT, 30 s by default; the daemon's next poll checks first), so waits of the default

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -15,6 +15,7 @@ from acp import domain, realtime
 from acp.choices import FULL_SCOPES, ApiTokenKind, PairingTokenStatus
 from acp.domain import InvalidInput, Outcome
 from acp.models import ApiToken, Device, Environment, PairingFailure, PairingToken
+from acp.serving import rawsql
 
 TOKEN_PREFIX = "acp_"
 PAIRING_TOKEN_PREFIX = "acpp_"  # not an API key: refused by the bearer check before any lookup
@@ -73,7 +74,16 @@ def token_revoke(*, token: ApiToken, now=None) -> bool:
     updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)
     if updated:
         token.revoked_at = now
+        _wake_channels(token)
     return bool(updated)
+
+
+def _wake_channels(token: ApiToken) -> None:
+    """Wake the machine channels `token` may hold (its device's, or any of its user's), which then find it revoked
+    and end: a revoked key gets no more work."""
+    mine = Device.objects.filter(user_id=token.user_id).values_list("pk", flat=True)
+    devices = [token.device_id] if token.device_id else mine
+    realtime.notify(*(realtime.machine_key(device_id) for device_id in devices))
 
 
 def token_touch(*, token: ApiToken, now=None) -> None:
@@ -109,19 +119,20 @@ def device_touch(*, devices: QuerySet[Device], device_id, now=None) -> bool:
 def device_channel_open(*, devices: QuerySet[Device], device_id, channel_id, now=None) -> bool:
     """Make `channel_id` the device's one channel if it is one of `devices` (the caller's), and mark it seen, in one
     statement; the channel it replaces (on any server process) is woken on commit and ends. False: no such device."""
-    now = now or timezone.now()
-    table = connection.ops.quote_name(Device._meta.db_table)
+    db = rawsql.database()
+    now = rawsql.db_value(db, Device, "last_seen_at", now or timezone.now())
     owned, owned_params = devices.filter(pk=device_id).values("pk").query.sql_with_params()
     returning, returning_params = ("pg_notify(%s, %s)", [realtime.CHANNEL, realtime.machine_key(device_id)])
-    if connection.vendor != "postgresql":
+    if db.vendor != "postgresql":
         returning, returning_params = "1", []
+    written = ("last_seen_at", "updated_at", "channel_id", "channel_opened_at")
+    assigned = ", ".join(f"{rawsql.column(Device, name)} = %s" for name in written)
     sql = (
-        f'UPDATE {table} SET "last_seen_at" = %s, "updated_at" = %s, "channel_id" = %s, "channel_opened_at" = %s'
-        f' WHERE "id" IN ({owned}) RETURNING {returning}'
+        f"UPDATE {rawsql.quote(Device._meta.db_table)} SET {assigned}"
+        f" WHERE {rawsql.column(Device, 'id')} IN ({owned}) RETURNING {returning}"
     )
-    field = Device._meta.get_field("channel_id")
-    params = [now, now, field.get_db_prep_value(channel_id, connection), now, *owned_params, *returning_params]
-    with connection.cursor() as cursor:
+    params = [now, now, rawsql.db_value(db, Device, "channel_id", channel_id), now, *owned_params, *returning_params]
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
 
@@ -129,10 +140,13 @@ def device_channel_open(*, devices: QuerySet[Device], device_id, channel_id, now
 def device_channels_refresh(*, channel_ids, now=None) -> int:
     """Mark seen, in one UPDATE, the devices whose channel is one of `channel_ids` (a process's open channels; a
     replaced one no longer matches). How many were."""
-    if not channel_ids:
-        return 0
     now = now or timezone.now()
-    return Device.objects.filter(channel_id__in=channel_ids).update(last_seen_at=now, updated_at=now)
+    channel_ids = list(channel_ids)
+    chunks = (channel_ids[start : start + PRESENCE_CHUNK] for start in range(0, len(channel_ids), PRESENCE_CHUNK))
+    return sum(Device.objects.filter(channel_id__in=chunk).update(last_seen_at=now, updated_at=now) for chunk in chunks)
+
+
+PRESENCE_CHUNK = 10_000  # channel ids per UPDATE (a statement takes at most 65,535 parameters)
 
 
 # --- environments: at most one default per user (the partial unique constraint environment_one_default_per_user) --
@@ -224,6 +238,7 @@ def device_delete(*, device: Device, now=None) -> int:
     now = now or timezone.now()
     device = Device.objects.select_for_update().get(pk=device.pk)
     revoked = ApiToken.objects.filter(device=device, revoked_at__isnull=True).update(revoked_at=now)
+    realtime.notify(realtime.machine_key(device.pk))  # its channel finds it gone and ends
     device.delete()
     return revoked
 

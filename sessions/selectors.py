@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from acp.cleanup import Target
-from acp.models import Device
+from acp.models import ApiToken, Device, User
 from acp.serving import rawsql
 from commands.choices import CommandStatus
 from commands.models import ControlCommand, LocalSession
@@ -17,17 +17,20 @@ from sessions.models import Launch
 
 @dataclass(frozen=True)
 class ChannelState:
-    """What a machine's channel must know before it fetches: is it still the machine's, and is anything pending."""
+    """What a machine's channel must know before it fetches: is it still the machine's, may its token still be
+    used, and is anything pending."""
 
     current: bool
+    token_usable: bool
     launches_pending: bool
     commands_pending: bool
 
 
-def machine_channel_state(*, machine_id, channel_id, now=None) -> ChannelState:
+def machine_channel_state(*, machine_id, channel_id, token_id, now=None) -> ChannelState:
     """One statement, written once (the ORM's compiler cost more than the query at every daemon's connect): whether
-    `channel_id` is still the machine's channel, and whether it has pending launches (`launch_queue`) and pending
-    commands (`commands_pending_on_machine`). A deleted machine's channel is not current."""
+    `channel_id` is still the machine's channel, whether the token that opened it is still usable (not revoked nor
+    expired, its user active), and whether the machine has pending launches (`launch_queue`) and pending commands
+    (`commands_pending_on_machine`). A deleted machine's channel is not current."""
     now = now or timezone.now()
     db = rawsql.database()
     with db.cursor() as cursor:
@@ -35,6 +38,8 @@ def machine_channel_state(*, machine_id, channel_id, now=None) -> ChannelState:
             _channel_state_sql(db.vendor),
             [
                 rawsql.db_value(db, Device, "channel_id", channel_id),
+                rawsql.db_value(db, ApiToken, "id", token_id),
+                rawsql.db_value(db, ApiToken, "expires_at", now),
                 LaunchStatus.PENDING.value,
                 rawsql.db_value(db, Launch, "expires_at", now),
                 CommandStatus.PENDING.value,
@@ -42,7 +47,7 @@ def machine_channel_state(*, machine_id, channel_id, now=None) -> ChannelState:
             ],
         )
         row = cursor.fetchone()
-    return ChannelState(*(bool(value) for value in row)) if row else ChannelState(False, False, False)
+    return ChannelState(*(bool(value) for value in row)) if row else ChannelState(False, False, False, False)
 
 
 @functools.cache
@@ -50,8 +55,13 @@ def _channel_state_sql(vendor: str) -> str:  # one per database vendor: names ar
     device, launch = rawsql.quote(Device._meta.db_table), rawsql.quote(Launch._meta.db_table)
     command, session = rawsql.quote(ControlCommand._meta.db_table), rawsql.quote(LocalSession._meta.db_table)
     col = rawsql.column
+    token, user = rawsql.quote(ApiToken._meta.db_table), rawsql.quote(User._meta.db_table)
     return (
         f"SELECT d.{col(Device, 'channel_id')} = %s,"
+        f" EXISTS (SELECT 1 FROM {token} t JOIN {user} u ON u.{col(User, 'id')} = t.{col(ApiToken, 'user')}"
+        f" WHERE t.{col(ApiToken, 'id')} = %s AND t.{col(ApiToken, 'revoked_at')} IS NULL"
+        f" AND (t.{col(ApiToken, 'expires_at')} IS NULL OR t.{col(ApiToken, 'expires_at')} > %s)"
+        f" AND u.{col(User, 'is_active')}),"
         f" EXISTS (SELECT 1 FROM {launch} l WHERE l.{col(Launch, 'machine')} = d.{col(Device, 'id')}"
         f" AND l.{col(Launch, 'status')} = %s AND l.{col(Launch, 'expires_at')} > %s),"
         f" EXISTS (SELECT 1 FROM {command} c"

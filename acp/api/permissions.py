@@ -25,14 +25,22 @@ class DeviceTokenScope(BasePermission):
         return getattr(view, "action", None) in getattr(view, "device_token_actions", ())
 
 
+def needed_scope(view, action, method: str) -> Scope:
+    """`read` for the safe methods, `write` for any other, and for the actions a view lists in `write_actions`
+    (a GET that acts: opening a machine's channel takes the machine's slot from its daemon)."""
+    if method in SAFE_METHODS and action not in getattr(view, "write_actions", ()):
+        return Scope.READ
+    return Scope.WRITE
+
+
 class KeyScopes(BasePermission):
-    """A key's scopes bound every endpoint: `read` for the safe methods, `write` for any other."""
+    """A key's scopes bound every endpoint (`needed_scope`)."""
 
     def has_permission(self, request, view):
         token = getattr(request, "auth", None)
         if token is None:
             return True  # an endpoint without authentication (the pairing exchange)
-        needed = Scope.READ if request.method in SAFE_METHODS else Scope.WRITE
+        needed = needed_scope(view, getattr(view, "action", None), request.method)
         if needed in token.scopes:
             return True
         self.message = f"This API key lacks the '{needed.value}' scope (it has: {', '.join(token.scopes) or 'none'})."

@@ -203,7 +203,10 @@ async def _events(stream: EventStream, subscription: Subscription, batch: Batch)
                             return
                     if batch.last:
                         return
-                    if not batch.more:
+                    if batch.more:
+                        if loop.time() >= schedule.deadline:  # a run of full pages still ends in time
+                            return
+                    else:
                         async for keepalive in _quiet(stream, subscription, schedule):
                             yield keepalive
                         if schedule.ended:

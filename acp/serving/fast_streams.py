@@ -3,12 +3,13 @@ reopens it after every deploy, so 10,000 daemons reconnect within a minute).
 
 Opening one through Django's handler, its middleware and DRF cost a worker 10–14 ms of CPU, most of it spent on
 generic request plumbing (bench/channel.py --profile). For a route an app lists in its AppConfig's `fast_streams`,
-the plain case of a daemon connecting — GET, no query string, `Accept: text/event-stream` (or none), a usable token in
-`Authorization: Bearer` or `X-API-Key` with the read scope, the token's budget not spent, a host Django accepts,
-HTTPS where it is required — is served here: the same authentication, rate limit and opener as the DRF view, on a
-worker thread, then the same stream body (acp/api/sse.py). Every other request, and any the opener refuses (not
-the caller's machine), goes on to Django, which answers it as it always does (400, 401, 403, 404, 429, …): only
-answers Django would give with a 200 are given here, with the headers Django would send (a test compares them).
+the plain case of a daemon connecting — GET, no query string, `Accept: text/event-stream` (or none), a usable
+token in `Authorization: Bearer` or `X-API-Key` with the scope the view asks, the token's budget not spent, a
+host Django accepts, HTTPS where it is required — is served here: the same authentication, rate limit and opener
+as the DRF view, on a worker thread, then the same stream body (acp/api/sse.py). Every other request, and any the
+opener refuses (not the caller's machine), goes on to Django, which answers it as it always does (400, 401, 403,
+404, 429, …): only answers Django would give with a 200 are given here, with the headers Django would send (a
+test compares them). A request handed on has been counted against its budget here too.
 
 With ACP_SERVING=stock this path is off and Django serves every stream.
 """
@@ -33,9 +34,9 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from acp import composition
 from acp.api.authentication import authenticate_raw_token
+from acp.api.permissions import needed_scope
 from acp.api.sse import MEDIA_TYPE, STREAM_HEADERS, EventStream, OpenedStream, open_stream
 from acp.api.throttling import API, DAEMON, token_usage
-from acp.choices import Scope
 from acp.db_release import run_released
 
 
@@ -109,8 +110,8 @@ class FastStreamRouter:
         if scope.get("query_string"):
             return None
         headers = dict(scope["headers"])  # a repeated header keeps its last value: Django would join them, so…
-        if len(headers) != len(scope["headers"]):
-            return None  # …a request with repeated headers goes to Django
+        if len(headers) != len(scope["headers"]) or any(b"_" in name for name in headers):
+            return None  # …it goes to Django, and so does one with "_" in a name (Django reads it as a "-")
         if not _accepts_stream(headers.get(b"accept")):
             return None
         policy = _policy()
@@ -227,7 +228,7 @@ def _open(plain: _Plain):
     except AuthenticationFailed:
         return None
     view, action = plain.stream.view, plain.stream.action
-    if Scope.READ not in token.scopes:
+    if needed_scope(view, action, "GET") not in token.scopes:
         return None
     if token.device_id is not None and action not in view.device_token_actions:
         return None
@@ -258,16 +259,18 @@ def _headers(plain: _Plain, usage_headers: dict) -> list[tuple[bytes, bytes]]:
 async def _serve(opened: OpenedStream, headers, receive, send) -> None:
     """Send the stream until it ends or the client goes away (then the body is closed, its subscription too)."""
     body = opened.body()
-    pump = asyncio.ensure_future(_pump(body, headers, send))
-    gone = asyncio.ensure_future(_disconnected(receive))
     try:
-        await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+        pump = asyncio.ensure_future(_pump(body, headers, send))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, gone):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await pump
     finally:
-        for task in (pump, gone):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await pump
-        await body.aclose()
+        await body.aclose()  # the subscription and the presence hold go with it
 
 
 async def _pump(body: AsyncIterator[bytes], headers, send) -> None:

@@ -29,28 +29,33 @@ from sessions.choices import ChannelEvent
 from sessions.selectors import launch_queue, machine_channel_state
 
 PAGE_SIZE = 100  # of each kind per fetch; a full page is followed by another fetch at once
+SENT_TRIM_AT = 1000  # ids sent on one connection before they are cut to those still pending
 
 
 class MachineChannel:
     """The `fetch` of one open channel: what is pending for the machine and not yet sent on this connection."""
 
-    def __init__(self, machine_id, channel_id: uuid.UUID):
+    def __init__(self, machine_id, channel_id: uuid.UUID, token_id):
         self.machine_id = machine_id
         self.channel_id = channel_id
+        self.token_id = token_id
         self.launches_sent: set[uuid.UUID] = set()
         self.commands_sent: set[uuid.UUID] = set()
 
     def __call__(self) -> Batch:
-        state = machine_channel_state(machine_id=self.machine_id, channel_id=self.channel_id)
+        state = machine_channel_state(machine_id=self.machine_id, channel_id=self.channel_id, token_id=self.token_id)
         if not state.current:
             replaced = Message(json.dumps({"machine_id": str(self.machine_id)}), event=ChannelEvent.REPLACED.value)
             return Batch([replaced], last=True)
+        if not state.token_usable:  # revoked or expired since: no more work; the daemon's reconnect gets its 401
+            return Batch([], last=True)
         launches, commands = [], []  # an idle machine's connect: one query, nothing to read
         if state.launches_pending:
-            launches = list(launch_queue(machine_id=self.machine_id).exclude(pk__in=self.launches_sent)[:PAGE_SIZE])
+            pending = launch_queue(machine_id=self.machine_id)
+            launches = list(pending.exclude(pk__in=_trimmed(self.launches_sent, pending))[:PAGE_SIZE])
         if state.commands_pending:
             pending = commands_pending_on_machine(device_id=self.machine_id)
-            commands = list(pending.exclude(pk__in=self.commands_sent)[:PAGE_SIZE])
+            commands = list(pending.exclude(pk__in=_trimmed(self.commands_sent, pending))[:PAGE_SIZE])
         self.launches_sent.update(launch.pk for launch in launches)
         self.commands_sent.update(command.pk for command in commands)
         messages = [_message(ChannelEvent.LAUNCH, row.pk, LaunchSerializer(row).data) for row in launches]
@@ -58,24 +63,28 @@ class MachineChannel:
         return Batch(messages, more=len(launches) >= PAGE_SIZE or len(commands) >= PAGE_SIZE)
 
 
+def _trimmed(sent: set, pending) -> set:
+    """`sent`, once it is large, cut to the ids still pending (the others can never come back), so a long-lived
+    channel of a busy machine does not send an ever longer `NOT IN` list."""
+    if len(sent) > SENT_TRIM_AT:
+        sent &= set(pending.values_list("pk", flat=True))
+    return sent
+
+
 def _message(kind: ChannelEvent, pk, data) -> Message:
     return Message(JSONRenderer().render(data).decode(), id=f"{kind.value}:{pk}", event=kind.value)
 
 
-def channel_open_for(caller, *, machine_id) -> EventStream | None:
-    """Open the machine's channel for `caller` (a request, or anything with its `user` and `auth`, the token): the
-    stream to serve, or None (not one of the caller's machines, or a device token's other machine: 404)."""
-    return channel_open(machines=scope_to_owner(Device.objects.all(), caller, device_field="id"), machine_id=machine_id)
-
-
-def channel_open(*, machines, machine_id) -> EventStream | None:
-    """Open the machine's channel if it is one of `machines` (the caller's): the stream to serve, or None (404)."""
+def channel_open(caller, *, machine_id) -> EventStream | None:
+    """Open the machine's channel for `caller` (a request, or anything with its `user` and `auth`, the token) if it
+    is one of the caller's machines (a device token's own): the stream to serve, or None (404)."""
+    machines = scope_to_owner(Device.objects.all(), caller, device_field="id")
     channel_id = uuid.uuid4()
     if not device_channel_open(devices=machines, device_id=machine_id, channel_id=channel_id):
         return None
     return EventStream(
         key=machine_key(machine_id),
-        fetch=MachineChannel(machine_id, channel_id),
+        fetch=MachineChannel(machine_id, channel_id, caller.auth.pk),
         heartbeat=settings.ACP_STREAM_HEARTBEAT,
         # Spread over the last tenth: channels opened together (a reconnect storm) must not all end together.
         max_seconds=settings.ACP_CHANNEL_MAX_SECONDS * random.uniform(0.9, 1.0),

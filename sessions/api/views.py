@@ -22,7 +22,7 @@ from acp.realtime import machine_key
 from acp.services import device_touch
 from sessions import selectors, services
 from sessions.api.answers import launch_answer, launch_answer_by_id, launch_answer_or_404
-from sessions.api.channel import channel_open_for
+from sessions.api.channel import channel_open
 from sessions.api.serializers import (
     LaunchAckSerializer,
     LaunchAnswerSerializer,
@@ -225,6 +225,7 @@ class MachineChannelViewSet(EventStreamViewMixin, viewsets.GenericViewSet):
     pagination_class = None
     device_token_actions = ("stream",)
     daemon_actions = ("stream",)
+    write_actions = ("stream",)  # it takes the machine's slot (an older channel ends): not for a read-only key
 
     @extend_schema(
         summary="Open the machine's channel (Server-Sent Events)",
@@ -249,7 +250,7 @@ class MachineChannelViewSet(EventStreamViewMixin, viewsets.GenericViewSet):
     )
     def stream(self, request, *args, **kwargs):
         refuse_unknown_query_params(request, self, allowed=())
-        stream = channel_open_for(request, machine_id=self.kwargs["machine_id"])
+        stream = channel_open(request, machine_id=self.kwargs["machine_id"])
         if stream is None:
             raise NotFound()
         return EventStreamResponse(stream)

@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from acp.models import Device
+from acp.models import ApiToken, Device
 from acp.presence import ChannelPresence
-from acp.services import device_channel_open
+from acp.services import device_channel_open, token_hash
 from commands.services import command_enqueue, local_session_create, thread_create
 from sessions.api.channel import MachineChannel
 from tests.conftest import make_client, make_token
@@ -37,6 +37,8 @@ def test_who_may_open_a_channel(user, device, second_device, other_device):
     assert own_device.get(f"/api/v1/machines/{device.id}x/stream").status_code == 404  # not a UUID
     unknown = own_device.get(stream_url(device.id, "?since=3"))
     assert unknown.status_code == 400 and "since" in unknown.json()["details"]
+    read_only = make_client(make_token(user, scopes=["read"])).get(stream_url(device.id))
+    assert read_only.status_code == 403 and read_only.json()["code"] == "forbidden"  # it would take the daemon's slot
     assert Device.objects.get(pk=device.pk).channel_id is None  # none of them opened it
 
 
@@ -65,7 +67,7 @@ def test_a_wake_up_costs_three_small_queries_and_sends_each_item_once(
         make_launch(workspace)
     channel_id = uuid.uuid4()
     device_channel_open(devices=Device.objects.all(), device_id=device.pk, channel_id=channel_id)
-    channel = MachineChannel(device.pk, channel_id)
+    channel = MachineChannel(device.pk, channel_id, ApiToken.objects.get(key_hash=token_hash(make_token(user))).pk)
     with django_assert_max_num_queries(3):
         batch = channel()
     assert [message.event for message in batch.messages] == ["launch"] * 3 + ["command"] * 3

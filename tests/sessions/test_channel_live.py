@@ -10,7 +10,8 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from acp.models import Device
+from acp.models import ApiToken, Device
+from acp.services import token_hash
 from commands.services import command_ack, command_enqueue, local_session_create, thread_create
 from sessions.services import launch_acknowledge, launch_time_out
 from tests.commands.test_events_live import StreamReader
@@ -154,6 +155,21 @@ def test_a_second_channel_replaces_the_first(servers, user, device, running):
     assert ids(second.events(1)) == [f"command:{command['id']}"]
     assert Device.objects.filter(pk=device.pk).values_list("channel_opened_at", flat=True).get() is not None
     second.close()
+
+
+def test_a_revoked_key_ends_its_channel_and_gets_no_more_work(servers, user, device, running):
+    work, channel_server = servers
+    user_token, device_token = make_token(user), make_token(user, device=device)
+    channel = open_channel(channel_server, device_token, device)
+    key = ApiToken.objects.get(key_hash=token_hash(device_token))
+    revoked = httpx.post(f"{work.url}/v1/api-keys/{key.pk}/revoke", headers=bearer(user_token))  # the other process
+    assert revoked.status_code == 200, revoked.text
+    assert channel.ended.wait(3), "the revoked key's channel did not end"
+    enqueue(work, user_token, running)
+    events = [item for kind, item in list(channel.items.queue) if kind == "event"]
+    assert events == [] and channel.status == 200  # it ended with no event: no `replaced`, no command
+    again = httpx.get(f"{channel_server.url}/api/v1/machines/{device.id}/stream", headers=bearer(device_token))
+    assert again.status_code == 401
 
 
 def test_an_open_channel_keeps_its_machine_online_and_its_end_lets_it_go_offline(processes, settings, user, device):

@@ -117,7 +117,7 @@ def test_a_daemon_connecting_is_served_without_django(router, user, device):
 
 def test_every_other_request_goes_to_django_untouched(router, user, device, other_device):
     device_token, user_token = make_token(user, device=device), make_token(user)
-    read_less = make_token(user, scopes=[Scope.WRITE])
+    reader = make_token(user, scopes=[Scope.READ])
     revoked = make_token(user)
     token_revoke(token=ApiToken.objects.get(key_hash=token_hash(revoked)))
     other_machine_token = make_token(user, device=Device.objects.create(user=user, name="desktop"))
@@ -129,7 +129,8 @@ def test_every_other_request_goes_to_django_untouched(router, user, device, othe
         "an unknown token": http_scope(channel(device.pk), (b"accept", SSE), bearer("acp_unknown")),
         "a revoked token": http_scope(channel(device.pk), (b"accept", SSE), bearer(revoked)),
         "not Bearer": http_scope(channel(device.pk), (b"accept", SSE), (b"authorization", b"Basic abc")),
-        "no read scope": http_scope(channel(device.pk), (b"accept", SSE), bearer(read_less)),
+        "a read-only key (a channel takes the slot)": http_scope(channel(device.pk), (b"accept", SSE), bearer(reader)),
+        "a header spelt with _": http_scope(channel(device.pk), *plain, (b"x_forwarded_proto", b"https")),
         "another user's machine": http_scope(channel(other_device.pk), (b"accept", SSE), bearer(user_token)),
         "the token's other machine": http_scope(channel(device.pk), (b"accept", SSE), bearer(other_machine_token)),
         "an unknown machine": http_scope(channel(uuid.uuid4()), (b"accept", SSE), bearer(user_token)),
