@@ -225,6 +225,9 @@ ACP_STREAM_MAX_SECONDS = env_float("ACP_STREAM_MAX_SECONDS", 300.0)  # then the 
 # each process marks the machines of its open channels seen every PRESENCE_INTERVAL seconds (in one statement).
 ACP_CHANNEL_MAX_SECONDS = env_float("ACP_CHANNEL_MAX_SECONDS", 1800.0)
 ACP_CHANNEL_PRESENCE_INTERVAL = env_float("ACP_CHANNEL_PRESENCE_INTERVAL", 30.0)
+# Channel connects a process opens at once (the rest wait their turn), and how long one may wait before a 503.
+ACP_CHANNEL_CONNECTS_AT_ONCE = env_int("ACP_CHANNEL_CONNECTS_AT_ONCE", 2)
+ACP_CHANNEL_CONNECT_QUEUE_WAIT = env_float("ACP_CHANNEL_CONNECT_QUEUE_WAIT", 10.0)
 if not 0 < ACP_CHANNEL_PRESENCE_INTERVAL < ACP_DEVICE_OFFLINE_AFTER:
     raise ImproperlyConfigured(
         f"ACP_CHANNEL_PRESENCE_INTERVAL ({ACP_CHANNEL_PRESENCE_INTERVAL:g}) must be above 0 and below "

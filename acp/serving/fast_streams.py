@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -38,6 +40,8 @@ from acp.api.permissions import needed_scope
 from acp.api.sse import MEDIA_TYPE, STREAM_HEADERS, EventStream, OpenedStream, open_stream
 from acp.api.throttling import API, DAEMON, token_usage
 from acp.db_release import run_released
+
+BUSY_RETRY_AFTER = (5, 30)  # seconds: the range a refused connect is told to wait
 
 
 @dataclass(frozen=True)
@@ -84,21 +88,43 @@ def fast_streams() -> list[FastStream]:
 
 
 class FastStreamRouter:
-    """ASGI: serve the plain case of the apps' fast streams, pass everything else to `app` (Django)."""
+    """ASGI: serve the plain case of the apps' fast streams, pass everything else to `app` (Django).
+
+    Connects are opened at most ACP_CHANNEL_CONNECTS_AT_ONCE at a time, the others waiting their turn in arrival
+    order, so a reconnect storm (a deploy) cannot take every thread from the API's requests; one that waited
+    ACP_CHANNEL_CONNECT_QUEUE_WAIT seconds is answered 503 with a Retry-After, and its daemon comes back later
+    instead of waiting out its own timeout and retrying into the queue.
+    """
 
     def __init__(self, app, streams: list[FastStream]):
         self.app = app
         self.streams = streams
+        self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     async def __call__(self, scope, receive, send):
         plain = self._plain(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
         if plain is None:
             return await self.app(scope, receive, send)
-        opened = await sync_to_async(run_released, thread_sensitive=False)(lambda: _open(plain))
+        turns = self._connect_turns()
+        try:
+            async with asyncio.timeout(settings.ACP_CHANNEL_CONNECT_QUEUE_WAIT):
+                await turns.acquire()
+        except TimeoutError:
+            return await _busy(send)
+        try:
+            opened = await sync_to_async(run_released, thread_sensitive=False)(lambda: _open(plain))
+        finally:
+            turns.release()
         if opened is None:
             return await self.app(scope, receive, send)
         stream, usage_headers = opened
         await _serve(stream, _headers(plain, usage_headers), receive, send)
+
+    def _connect_turns(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()  # one per event loop (a test runs several, one after the other)
+        if self._turns is None or self._turns[0] is not loop:
+            self._turns = (loop, asyncio.Semaphore(settings.ACP_CHANNEL_CONNECTS_AT_ONCE))
+        return self._turns[1]
 
     def _plain(self, scope) -> _Plain | None:
         for stream in self.streams:
@@ -254,6 +280,22 @@ def _headers(plain: _Plain, usage_headers: dict) -> list[tuple[bytes, bytes]]:
     headers += policy.headers
     headers += usage_headers.items()
     return [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in headers]
+
+
+async def _busy(send) -> None:
+    """503 `service_unavailable`, with a Retry-After spread over a range so the refused do not come back together."""
+    retry_after = random.randint(*BUSY_RETRY_AFTER)
+    body = json.dumps(
+        {
+            "error": f"The server is opening many channels at once; retry in {retry_after} s.",
+            "code": "service_unavailable",
+            "details": {"retryAfter": retry_after},
+        }
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(b"retry-after", str(retry_after).encode())]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _serve(opened: OpenedStream, headers, receive, send) -> None:

@@ -3,6 +3,9 @@ handler, every other request reaches Django untouched. Driven as ASGI in this pr
 that records what it was given; the answers Django gives are compared with these live in test_channel_live.py."""
 
 import asyncio
+import dataclasses
+import json
+import threading
 import uuid
 
 import pytest
@@ -45,32 +48,32 @@ def http_scope(path, *headers, query=b"", method="GET", scheme="http", host=b"12
 
 def call(router, scope, *, until=b": connected\n\n", timeout=5.0):
     """Run the router on `scope`; a stream is read until `until` arrived, then the client goes away."""
-    messages, disconnect = [], None
+    return asyncio.run(asyncio.wait_for(serve(router, scope, until), timeout))
 
-    async def run():
-        nonlocal disconnect
-        disconnect = asyncio.Event()
-        received = iter([{"type": "http.request", "body": b"", "more_body": False}])
 
-        async def receive():
-            message = next(received, None)
-            if message is not None:
-                return message
-            await disconnect.wait()
-            return {"type": "http.disconnect"}
+async def serve(router, scope, until=b": connected\n\n"):
+    """(status, headers, body) of the router's answer to `scope`, the client gone once `until` arrived."""
+    messages, disconnect = [], asyncio.Event()
+    received = iter([{"type": "http.request", "body": b"", "more_body": False}])
 
-        async def send(message):
-            messages.append(message)
-            body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-            if until in body:
-                disconnect.set()
+    async def receive():
+        message = next(received, None)
+        if message is not None:
+            return message
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
 
-        await asyncio.wait_for(router(scope, receive, send), timeout)
+    def body():
+        return b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
 
-    asyncio.run(run())
+    async def send(message):
+        messages.append(message)
+        if until in body():
+            disconnect.set()
+
+    await router(scope, receive, send)
     start = next(m for m in messages if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    return start["status"], dict(start["headers"]), body
+    return start["status"], dict(start["headers"]), body()
 
 
 @pytest.fixture
@@ -159,3 +162,30 @@ def test_a_spent_budget_goes_to_django_which_answers_429(router, settings, user,
     settings.ACP_RATELIMIT_DEVICE = "2/hour"
     plain = [(b"accept", SSE), bearer(make_token(user, device=device))]
     assert [call(router, http_scope(channel(device.pk), *plain))[0] for _ in range(3)] == [200, 200, 599]
+
+
+def test_connects_take_turns_and_one_that_waited_too_long_is_told_to_come_back(settings, user, device):
+    """Two turns at once: a third connect waits; past the queue wait it is answered 503 with a Retry-After."""
+    settings.ACP_CHANNEL_CONNECTS_AT_ONCE, settings.ACP_CHANNEL_CONNECT_QUEUE_WAIT = 2, 0.3
+    [channel_stream] = fast_streams()
+    release, opening = threading.Event(), threading.Semaphore(0)
+
+    def held_open(caller, **kwargs):  # holds its turn until the test lets go, then hands the request to Django
+        opening.release()
+        release.wait(10)
+
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=held_open)])
+    scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user)))
+
+    async def three_connects():
+        first, second = (asyncio.ensure_future(serve(router, scope)) for _ in range(2))
+        await asyncio.to_thread(lambda: opening.acquire(timeout=5) and opening.acquire(timeout=5))  # both turns taken
+        third = await serve(router, scope)  # waits 0.3 s for a turn, then is refused
+        release.set()
+        return [*(await asyncio.gather(first, second)), third]
+
+    first, second, (status, headers, body) = asyncio.run(asyncio.wait_for(three_connects(), 10))
+    assert status == 503 and json.loads(body)["code"] == "service_unavailable"
+    assert 5 <= int(headers[b"retry-after"]) <= 30
+    assert first[0] == second[0] == 599  # had their turn (and went on to Django)
+    assert router.app.paths == [scope["path"]] * 2
