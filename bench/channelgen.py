@@ -80,6 +80,7 @@ async def hold(spec: dict) -> dict:
         "connects": 0,  # `: connected` received, in all
         "connect_errors": 0,
         "refused": {},  # status → count
+        "paced": 0,  # 503 + Retry-After (the server pacing connects): not an error, the daemon comes back later
         "dropped": 0,  # ended by the server without being asked
         "replaced": 0,
         "storm_reconnects": 0,
@@ -101,9 +102,14 @@ async def hold(spec: dict) -> dict:
             try:
                 channel = await open_channel(spec["base_url"], path, token, timeout)
             except StreamRefused as exc:
-                state["connect_errors"] += 1
                 status = f"status {str(exc).split(':', 1)[0]}"
                 state["refused"][status] = state["refused"].get(status, 0) + 1
+                if status == "status 503" and exc.retry_after is not None:
+                    # Paced admission: come back when told, as the reference daemon does (plus up to a quarter).
+                    state["paced"] += 1
+                    await asyncio.sleep(exc.retry_after * random.uniform(1.0, 1.25))
+                    continue
+                state["connect_errors"] += 1
                 _sample(state, f"{storm['phase']}: {exc}")
             except (OSError, TimeoutError, StopAsyncIteration, asyncio.IncompleteReadError, ValueError) as exc:
                 state["connect_errors"] += 1

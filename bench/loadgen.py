@@ -453,7 +453,9 @@ async def ingest(spec: dict) -> dict:
 
 
 class StreamRefused(Exception):
-    pass
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, when the server said when to come back (a 503 of paced admission)
 
 
 class RawStream:
@@ -482,7 +484,8 @@ class RawStream:
             if status != 200:
                 length = int(headers.get("content-length", "0"))
                 body = await reader.readexactly(length) if length else b""
-                raise StreamRefused(f"{status}: {body[:200]!r}")
+                retry_after = headers.get("retry-after")
+                raise StreamRefused(f"{status}: {body[:200]!r}", float(retry_after) if retry_after else None)
         except BaseException:
             writer.close()
             raise
