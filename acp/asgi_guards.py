@@ -96,7 +96,14 @@ def _content_length(scope) -> int | None:
 
 
 async def _refuse(send, status: int, message: str, code: str, limit: int | None = None) -> None:
-    body = json.dumps({"error": message, "code": code, "details": {"limit": limit} if limit else {}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"connection", b"close")]})
+    await refuse(send, status, message, code, {"limit": limit} if limit else {})
+
+
+async def refuse(send, status: int, message: str, code: str, details: dict, headers: tuple = ()) -> None:
+    """Answer an ASGI request with the API's error body (`{error, code, details}`) and close the connection."""
+    body = json.dumps({"error": message, "code": code, "details": details}).encode()
+    fixed = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [*fixed, *headers, (b"connection", b"close")]}
+    )
     await send({"type": "http.response.body", "body": body})

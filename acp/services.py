@@ -81,8 +81,10 @@ def token_revoke(*, token: ApiToken, now=None) -> bool:
 def _wake_channels(token: ApiToken) -> None:
     """Wake the machine channels `token` may hold (its device's, or any of its user's), which then find it revoked
     and end: a revoked key gets no more work."""
-    mine = Device.objects.filter(user_id=token.user_id).values_list("pk", flat=True)
-    devices = [token.device_id] if token.device_id else mine
+    if token.device_id is not None:
+        devices = [token.device_id]
+    else:
+        devices = Device.objects.filter(user_id=token.user_id).values_list("pk", flat=True)
     realtime.notify(*(realtime.machine_key(device_id) for device_id in devices))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import random
 import re
 import time
@@ -39,6 +38,7 @@ from acp.api.authentication import authenticate_raw_token
 from acp.api.permissions import needed_scope
 from acp.api.sse import MEDIA_TYPE, STREAM_HEADERS, EventStream, OpenedStream, open_stream
 from acp.api.throttling import API, DAEMON, token_usage
+from acp.asgi_guards import refuse
 from acp.db_release import run_released
 
 BUSY_RETRY_AFTER = (5, 30)  # seconds: the range a refused connect is told to wait
@@ -285,17 +285,9 @@ def _headers(plain: _Plain, usage_headers: dict) -> list[tuple[bytes, bytes]]:
 async def _busy(send) -> None:
     """503 `service_unavailable`, with a Retry-After spread over a range so the refused do not come back together."""
     retry_after = random.randint(*BUSY_RETRY_AFTER)
-    body = json.dumps(
-        {
-            "error": f"The server is opening many channels at once; retry in {retry_after} s.",
-            "code": "service_unavailable",
-            "details": {"retryAfter": retry_after},
-        }
-    ).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(b"retry-after", str(retry_after).encode())]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    message = f"The server is opening many channels at once; retry in {retry_after} s."
+    retry = ((b"retry-after", str(retry_after).encode()),)
+    await refuse(send, 503, message, "service_unavailable", {"retryAfter": retry_after}, retry)
 
 
 async def _serve(opened: OpenedStream, headers, receive, send) -> None:
