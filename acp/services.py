@@ -141,14 +141,27 @@ def device_channel_open(*, devices: QuerySet[Device], device_id, channel_id, now
 
 def device_channels_refresh(*, channel_ids, now=None) -> int:
     """Mark seen, in one UPDATE, the devices whose channel is one of `channel_ids` (a process's open channels; a
-    replaced one no longer matches). How many were."""
+    replaced one no longer matches). How many were.
+
+    On PostgreSQL the ids go as one array parameter: building a 10,000-parameter `IN` through the ORM held the GIL
+    for a quarter of a second every interval, which the event loop's requests waited out."""
     now = now or timezone.now()
     channel_ids = list(channel_ids)
+    db = rawsql.database()
+    if db.vendor == "postgresql":
+        written = ", ".join(f"{rawsql.column(Device, name)} = %s" for name in ("last_seen_at", "updated_at"))
+        sql = (
+            f"UPDATE {rawsql.quote(Device._meta.db_table)} SET {written}"
+            f" WHERE {rawsql.column(Device, 'channel_id')} = ANY(%s::uuid[])"
+        )
+        with db.cursor() as cursor:
+            cursor.execute(sql, [now, now, channel_ids])
+            return cursor.rowcount
     chunks = (channel_ids[start : start + PRESENCE_CHUNK] for start in range(0, len(channel_ids), PRESENCE_CHUNK))
     return sum(Device.objects.filter(channel_id__in=chunk).update(last_seen_at=now, updated_at=now) for chunk in chunks)
 
 
-PRESENCE_CHUNK = 10_000  # channel ids per UPDATE (a statement takes at most 65,535 parameters)
+PRESENCE_CHUNK = 10_000  # channel ids per UPDATE on SQLite (a statement takes at most 65,535 parameters there)
 
 
 # --- environments: at most one default per user (the partial unique constraint environment_one_default_per_user) --

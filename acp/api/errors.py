@@ -124,8 +124,9 @@ def exception_handler(exc, context):
     elif references.is_foreign_key_violation(exc):
         exc = foreign_key_conflict(exc, context.get("view"))
     elif references.is_deadlock(exc):  # an OperationalError, but the database is up: tell the client to retry
-        exc = ApiError("Another request changed the same rows at the same time; try again.", code="conflict",
-                       status_code=409)
+        exc = ApiError(
+            "Another request changed the same rows at the same time; try again.", code="conflict", status_code=409
+        )
     elif is_database_outage(exc):
         logger.warning("database unavailable: %s", exc)
         exc = ServiceUnavailable()

@@ -117,6 +117,7 @@ class DeviceViewSet(OwnedModelViewSet):
         services.device_delete(device=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
+
 _STARTED = time.monotonic()
 
 
