@@ -152,11 +152,15 @@ class Listener:
         thread.join(timeout)
         self._stopping.clear()
 
-    def _ensure_started(self) -> None:
+    def start(self) -> None:
+        """Start the listening thread unless it runs; without waiting for LISTEN to be in place."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="acp-listener", daemon=True)
                 self._thread.start()
+
+    def _ensure_started(self) -> None:
+        self.start()
         # The first subscriber waits (briefly) for LISTEN to be in place; later ones never wait.
         self._listening.wait(timeout=5)
 

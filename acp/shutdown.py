@@ -15,6 +15,7 @@ import signal
 import threading
 
 from django.conf import settings
+from django.db import connection
 
 from acp.realtime import get_listener
 
@@ -34,7 +35,8 @@ def begin_shutdown() -> None:
 
 
 class GracefulShutdown:
-    """ASGI middleware: handle the lifespan protocol and install the SIGTERM hook at its startup."""
+    """ASGI middleware: handle the lifespan protocol; at its startup install the SIGTERM hook and, on PostgreSQL,
+    start the process's LISTEN connection (acp/realtime.py)."""
 
     def __init__(self, app):
         self.app = app
@@ -46,6 +48,10 @@ class GracefulShutdown:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 install_signal_handlers(asyncio.get_running_loop())
+                if connection.vendor == "postgresql":
+                    # Listening from the start: the first waiter need not wait for it, and the process runs the
+                    # same threads before its first channel as with 10,000 (bench/channel.py).
+                    get_listener().start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})

@@ -523,9 +523,7 @@ def commands_expire(*, older_than: timedelta, now: datetime | None = None, dry_r
     session_ids = sorted(set(stale.values_list("session_id", flat=True)))
 
     def cancel(locked: list) -> int:
-        expired = list(
-            stale.filter(session_id__in=locked).values_list("pk", "command_type", "session_id", "thread_id")
-        )
+        expired = list(stale.filter(session_id__in=locked).values_list("pk", "command_type", "session_id", "thread_id"))
         cancelled = ControlCommand.objects.filter(pk__in=[row[0] for row in expired]).update(
             status=CommandStatus.CANCELLED, completed_at=now, updated_at=now
         )

@@ -12,6 +12,7 @@ class LaunchStatus(models.TextChoices):
 
 LAUNCH_TERMINAL_STATES = frozenset({LaunchStatus.ACKNOWLEDGED, LaunchStatus.FAILED, LaunchStatus.TIMED_OUT})
 
+
 class AckStatus(models.TextChoices):
     """What the daemon answered (the `status` of its acknowledgement)."""
 

@@ -79,7 +79,6 @@ def launch_queue(*, machine_id, now=None) -> QuerySet[Launch]:
     )
 
 
-
 # --- retention and the support dashboard (acp.composition) ----------------------------------------------------------
 
 

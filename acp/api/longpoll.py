@@ -26,7 +26,7 @@ from rest_framework.utils.encoders import JSONEncoder
 from acp.api.pagination import MAX_LIMIT
 from acp.db_release import run_released
 from acp.realtime import recheck_interval, subscribe
-from acp.serving.request_threads import released_request_thread
+from acp.serving.request_threads import released_request_thread, run_in_background
 from acp.shutdown import is_shutting_down
 
 Check = Callable[[], Any]  # returns `(status, data)`; a check returns None while there is nothing yet
@@ -116,12 +116,12 @@ async def wait_for(poll: LongPoll) -> Any:
     """Run `poll` to its end: the first non-None `check()`, else `on_timeout()` after `poll.timeout`, or
     `on_shutdown()` as soon as the server shuts down.
 
-    The request's thread goes back to the pool meanwhile; the checks run on the event loop's default executor.
+    The request's thread goes back to the pool meanwhile; the checks run as background work (`run_in_background`).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + poll.timeout
     async with released_request_thread():
-        subscription = await sync_to_async(subscribe, thread_sensitive=False)(poll.key)
+        subscription = await run_in_background(lambda: subscribe(poll.key))
         try:
             while True:
                 if is_shutting_down():
@@ -138,4 +138,4 @@ async def wait_for(poll: LongPoll) -> Any:
 
 
 async def _run(function: Check) -> Any:
-    return await sync_to_async(run_released, thread_sensitive=False)(function)
+    return await run_in_background(function)

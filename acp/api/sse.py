@@ -28,7 +28,7 @@ from rest_framework.response import Response
 
 from acp.db_release import run_released
 from acp.realtime import Subscription, recheck_interval, subscribe
-from acp.serving.request_threads import released_request_thread
+from acp.serving.request_threads import released_request_thread, run_in_background
 from acp.shutdown import is_shutting_down
 
 MEDIA_TYPE = "text/event-stream"
@@ -211,7 +211,7 @@ async def _events(stream: EventStream, subscription: Subscription, batch: Batch)
                             yield keepalive
                         if schedule.ended:
                             return
-                    batch = await sync_to_async(run_released, thread_sensitive=False)(stream.fetch)
+                    batch = await run_in_background(stream.fetch)
         finally:
             subscription.close()
 

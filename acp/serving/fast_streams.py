@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.http.request import split_domain_port, validate_host
@@ -39,7 +38,7 @@ from acp.api.permissions import needed_scope
 from acp.api.sse import MEDIA_TYPE, STREAM_HEADERS, EventStream, OpenedStream, open_stream
 from acp.api.throttling import API, DAEMON, token_usage
 from acp.asgi_guards import refuse
-from acp.db_release import run_released
+from acp.serving.request_threads import run_in_background
 
 BUSY_RETRY_AFTER = (5, 30)  # seconds: the range a refused connect is told to wait
 
@@ -112,7 +111,7 @@ class FastStreamRouter:
         except TimeoutError:
             return await _busy(send)
         try:
-            opened = await sync_to_async(run_released, thread_sensitive=False)(lambda: _open(plain))
+            opened = await run_in_background(lambda: _open(plain))
         finally:
             turns.release()
         if opened is None:

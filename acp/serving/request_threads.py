@@ -22,47 +22,81 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
+import functools
+import itertools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
-from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
+from acp.db_release import run_released
 from acp.serving import optimised
+
+T = TypeVar("T")
 
 
 class RequestThreadPool:
-    """`size` one-thread executors, lent to requests in arrival order. Used from the event loop's thread only."""
+    """`size` one-thread executors, lent in arrival order to requests and to background work (a stream's fetch, a
+    channel's open, the presence refresh). Used from the event loop's thread only.
+
+    Background work holds at most half of them at once, so a burst of it (10,000 channels woken together when the
+    listener reconnects) queues behind that share instead of in front of every request.
+    """
 
     def __init__(self, size: int):
         self._executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix="acp-request") for _ in range(size)]
+        for executor in self._executors:
+            executor.submit(int)  # start its thread now: the process's threads do not grow with its load
         self._idle = collections.deque(self._executors)
-        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._background_share = max(1, size // 2)
+        self._background_lent = 0
+        self._arrivals = itertools.count()
+        # (arrival, future) per queue; a cancelled waiter stays in place and is passed over when its turn comes.
+        self._waiters = {False: collections.deque(), True: collections.deque()}
 
-    async def lend(self) -> ThreadPoolExecutor:
-        if self._idle and not self._waiters:
-            return self._idle.popleft()
+    async def lend(self, *, background: bool = False) -> ThreadPoolExecutor:
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._waiters[background].append((next(self._arrivals), waiter))
+        self._hand_out()
         try:
             return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self.give_back(waiter.result())  # handed to us just as we were cancelled
-            elif waiter in self._waiters:  # a give_back may already have passed over it
-                self._waiters.remove(waiter)
+                self.give_back(waiter.result(), background=background)  # handed to us just as we were cancelled
             raise
 
-    def give_back(self, executor: ThreadPoolExecutor) -> None:
+    def give_back(self, executor: ThreadPoolExecutor, *, background: bool = False) -> None:
         if executor not in self._executors:
             executor.shutdown(wait=False)  # one asgiref started on its own (see `released_request_thread`)
             return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(executor)
-                return
+        if background:
+            self._background_lent -= 1
         self._idle.append(executor)
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Give idle executors to the waiters, oldest first, background work within its share."""
+        while self._idle and (turn := self._next_waiter()) is not None:
+            background, waiter = turn
+            if background:
+                self._background_lent += 1
+            waiter.set_result(self._idle.popleft())
+
+    def _next_waiter(self) -> tuple[bool, asyncio.Future] | None:
+        for queue in self._waiters.values():
+            while queue and queue[0][1].done():  # cancelled
+                queue.popleft()
+        heads = [(queue[0][0], background) for background, queue in self._waiters.items() if queue]
+        if self._background_lent >= self._background_share:
+            heads = [head for head in heads if not head[1]]
+        if not heads:
+            return None
+        _, background = min(heads)
+        return background, self._waiters[background].popleft()[1]
 
 
 _pool: RequestThreadPool | None = None
@@ -122,3 +156,30 @@ class PooledThreadsASGIHandler(ASGIHandler):
                 executor = _take(context)
                 if executor is not None:
                     pool.give_back(executor)
+
+
+async def run_in_background(function: Callable[[], T]) -> T:
+    """Run `function` (synchronous, not thread-sensitive) with `run_released`, on a thread lent from the pool within
+    background work's share; in stock serving on the event loop's default executor.
+
+    Waiters, streams and the presence refresh run here rather than on the default executor, which starts threads
+    of its own as they are needed: a process holding 10,000 channels then runs the same threads as an idle one.
+    """
+    if not optimised():
+        return await sync_to_async(run_released, thread_sensitive=False)(function)
+    loop = asyncio.get_running_loop()
+    pool = request_thread_pool()
+    executor = await pool.lend(background=True)
+    try:
+        done = executor.submit(contextvars.copy_context().run, run_released, function)
+    except BaseException:
+        pool.give_back(executor, background=True)
+        raise
+    # Given back when the thread is done, not when the awaiting task is cancelled while the function still runs.
+    done.add_done_callback(lambda _: _call_on(loop, pool.give_back, executor, background=True))
+    return await asyncio.wrap_future(done)
+
+
+def _call_on(loop: asyncio.AbstractEventLoop, function, *args, **kwargs) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody left to lend to
+        loop.call_soon_threadsafe(functools.partial(function, *args, **kwargs))

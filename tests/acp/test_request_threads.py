@@ -139,3 +139,49 @@ def test_a_waiting_request_lends_its_thread_to_another_and_gets_one_back(setting
         request_threads._pool = None
     assert first_threads == [second_thread, second_thread]
     assert second_thread.startswith("acp-request")
+
+
+def test_background_work_holds_at_most_half_the_threads_and_requests_pass_its_queue():
+    async def scenario():
+        pool = RequestThreadPool(4)
+        background = [await pool.lend(background=True) for _ in range(2)]  # its share, half of 4
+        queued = [asyncio.create_task(pool.lend(background=True)) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert not any(task.done() for task in queued)  # two threads idle, but not for background work
+        request = await asyncio.wait_for(pool.lend(), 1)  # a later request is served at once
+        pool.give_back(background[0], background=True)
+        assert await asyncio.wait_for(queued[0], 1) is not request  # within the share again, in order
+        assert not queued[1].done()
+        pool.give_back(request)
+        await asyncio.sleep(0)
+        assert not queued[1].done()  # a thread is idle, the share is taken: it waits for background work to end
+        pool.give_back(background[1], background=True)
+        assert await asyncio.wait_for(queued[1], 1) is not None
+        assert not queued[2].done()
+
+    run(scenario())
+
+
+def test_run_in_background_gives_the_thread_back_when_the_function_ends_not_when_cancelled(settings):
+    settings.ACP_REQUEST_THREADS = 2  # a background share of one thread
+    settings.ACP_SERVING = "optimised"
+    release = threading.Event()
+
+    async def scenario():
+        slow = asyncio.create_task(request_threads.run_in_background(lambda: release.wait(5)))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        quick = asyncio.create_task(request_threads.run_in_background(threading.current_thread))
+        await asyncio.sleep(0.05)
+        assert not quick.done()  # the one background thread still runs the cancelled call
+        release.set()
+        thread = await asyncio.wait_for(quick, 5)
+        assert thread.name.startswith("acp-request") and thread is not threading.current_thread()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+
+    request_threads._pool = None
+    try:
+        run(scenario())
+    finally:
+        request_threads._pool = None
