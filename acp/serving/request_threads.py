@@ -24,7 +24,6 @@ import collections
 import contextlib
 import contextvars
 import functools
-import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -41,10 +40,12 @@ T = TypeVar("T")
 
 class RequestThreadPool:
     """`size` one-thread executors, lent in arrival order to requests and to background work (a stream's fetch, a
-    channel's open, the presence refresh). Used from the event loop's thread only.
+    channel's open, a long-poll's check, the presence refresh). Used from the event loop's thread only.
 
-    Background work holds at most half of them at once, so a burst of it (10,000 channels woken together when the
-    listener reconnects) queues behind that share instead of in front of every request.
+    Background work holds at most half of them at once and goes first within that share: a burst of it (10,000
+    channels woken together when the listener reconnects) leaves requests the other half, and a channel's connect
+    does not queue behind every request in flight (32 prepares held the connects of a reconnect storm to 10 a
+    second, bench/channel.py), which the default executor's own threads had given them before.
     """
 
     def __init__(self, size: int):
@@ -54,13 +55,15 @@ class RequestThreadPool:
         self._idle = collections.deque(self._executors)
         self._background_share = max(1, size // 2)
         self._background_lent = 0
-        self._arrivals = itertools.count()
-        # (arrival, future) per queue; a cancelled waiter stays in place and is passed over when its turn comes.
-        self._waiters = {False: collections.deque(), True: collections.deque()}
+        # Per kind (background or not); a cancelled waiter stays in place and is passed over when its turn comes.
+        self._waiters: dict[bool, collections.deque[asyncio.Future]] = {
+            False: collections.deque(),
+            True: collections.deque(),
+        }
 
     async def lend(self, *, background: bool = False) -> ThreadPoolExecutor:
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters[background].append((next(self._arrivals), waiter))
+        self._waiters[background].append(waiter)
         self._hand_out()
         try:
             return await waiter
@@ -79,7 +82,7 @@ class RequestThreadPool:
         self._hand_out()
 
     def _hand_out(self) -> None:
-        """Give idle executors to the waiters, oldest first, background work within its share."""
+        """Give idle executors to the waiters in arrival order, background work first while within its share."""
         while self._idle and (turn := self._next_waiter()) is not None:
             background, waiter = turn
             if background:
@@ -88,15 +91,13 @@ class RequestThreadPool:
 
     def _next_waiter(self) -> tuple[bool, asyncio.Future] | None:
         for queue in self._waiters.values():
-            while queue and queue[0][1].done():  # cancelled
+            while queue and queue[0].done():  # cancelled
                 queue.popleft()
-        heads = [(queue[0][0], background) for background, queue in self._waiters.items() if queue]
-        if self._background_lent >= self._background_share:
-            heads = [head for head in heads if not head[1]]
-        if not heads:
-            return None
-        _, background = min(heads)
-        return background, self._waiters[background].popleft()[1]
+        if self._waiters[True] and self._background_lent < self._background_share:
+            return True, self._waiters[True].popleft()
+        if self._waiters[False]:
+            return False, self._waiters[False].popleft()
+        return None
 
 
 _pool: RequestThreadPool | None = None

@@ -162,6 +162,23 @@ def test_background_work_holds_at_most_half_the_threads_and_requests_pass_its_qu
     run(scenario())
 
 
+def test_background_work_within_its_share_goes_before_queued_requests():
+    async def scenario():
+        pool = RequestThreadPool(2)
+        first, second = await pool.lend(), await pool.lend()
+        request = asyncio.create_task(pool.lend())
+        await asyncio.sleep(0)
+        background = asyncio.create_task(pool.lend(background=True))
+        await asyncio.sleep(0)
+        pool.give_back(first)
+        assert await asyncio.wait_for(background, 1) is first  # a channel's connect does not wait for every request
+        assert not request.done()
+        pool.give_back(second)
+        assert await asyncio.wait_for(request, 1) is second
+
+    run(scenario())
+
+
 def test_run_in_background_gives_the_thread_back_when_the_function_ends_not_when_cancelled(settings):
     settings.ACP_REQUEST_THREADS = 2  # a background share of one thread
     settings.ACP_SERVING = "optimised"
