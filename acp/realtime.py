@@ -34,6 +34,12 @@ def machine_key(device_id) -> str:
     return f"machine:{device_id}"
 
 
+def from_origin(key: str, origin) -> str:
+    """A notification of `key` that does not wake the subscription made with this `origin` (the writer's own: a
+    channel woken by its own open would fetch again for nothing)."""
+    return f"{key} {origin}"
+
+
 def notify(*keys: str) -> None:
     """Wake the waiters of each of `keys` in every process when the current transaction commits (one statement)."""
     if connection.vendor != "postgresql" or not keys:
@@ -52,9 +58,10 @@ class Subscription:
     (bench/channel.py, a create's p99 with the channels held).
     """
 
-    def __init__(self, listener: Listener | None, key: str):
+    def __init__(self, listener: Listener | None, key: str, origin: str | None = None):
         self.listener = listener
         self.key = key
+        self.origin = origin
         self._fired = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future | None = None
@@ -109,9 +116,9 @@ class Listener:
         self._listening = threading.Event()
         self._stopping = threading.Event()
 
-    def subscribe(self, key: str) -> Subscription:
+    def subscribe(self, key: str, origin: str | None = None) -> Subscription:
         self._ensure_started()
-        subscription = Subscription(self, key)
+        subscription = Subscription(self, key, origin)
         with self._lock:
             self._subscriptions[key].add(subscription)
         return subscription
@@ -164,11 +171,13 @@ class Listener:
         # The first subscriber waits (briefly) for LISTEN to be in place; later ones never wait.
         self._listening.wait(timeout=5)
 
-    def _dispatch(self, key: str) -> None:
+    def _dispatch(self, payload: str) -> None:
+        key, _, origin = payload.partition(" ")  # see `from_origin`
         with self._lock:
             waiters = list(self._subscriptions.get(key, ()))
         for subscription in waiters:
-            subscription.fire()
+            if not origin or subscription.origin != origin:
+                subscription.fire()
 
     def wake_everyone(self) -> None:
         """Make every waiter re-check now (the connection came or went, or the server is shutting down)."""
@@ -277,11 +286,12 @@ def get_listener() -> Listener:
     return _listener
 
 
-def subscribe(key: str) -> Subscription:
-    """Subscribe to `key`. On SQLite the subscription is never fired: waiters poll instead."""
+def subscribe(key: str, origin: str | None = None) -> Subscription:
+    """Subscribe to `key` (not woken by its notifications `from_origin(key, origin)`). On SQLite the subscription is
+    never fired: waiters poll instead."""
     if connection.vendor != "postgresql":
-        return Subscription(None, key)
-    return _listener.subscribe(key)
+        return Subscription(None, key, origin)
+    return _listener.subscribe(key, origin)
 
 
 def recheck_interval(last_resort: float | None = None) -> float:

@@ -118,27 +118,6 @@ def device_touch(*, devices: QuerySet[Device], device_id, now=None) -> bool:
     return devices.filter(pk=device_id).update(last_seen_at=now, updated_at=now) > 0
 
 
-def device_channel_open(*, devices: QuerySet[Device], device_id, channel_id, now=None) -> bool:
-    """Make `channel_id` the device's one channel if it is one of `devices` (the caller's), and mark it seen, in one
-    statement; the channel it replaces (on any server process) is woken on commit and ends. False: no such device."""
-    db = rawsql.database()
-    now = rawsql.db_value(db, Device, "last_seen_at", now or timezone.now())
-    owned, owned_params = devices.filter(pk=device_id).values("pk").query.sql_with_params()
-    returning, returning_params = ("pg_notify(%s, %s)", [realtime.CHANNEL, realtime.machine_key(device_id)])
-    if db.vendor != "postgresql":
-        returning, returning_params = "1", []
-    written = ("last_seen_at", "updated_at", "channel_id", "channel_opened_at")
-    assigned = ", ".join(f"{rawsql.column(Device, name)} = %s" for name in written)
-    sql = (
-        f"UPDATE {rawsql.quote(Device._meta.db_table)} SET {assigned}"
-        f" WHERE {rawsql.column(Device, 'id')} IN ({owned}) RETURNING {returning}"
-    )
-    params = [now, now, rawsql.db_value(db, Device, "channel_id", channel_id), now, *owned_params, *returning_params]
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone() is not None
-
-
 def device_channels_refresh(*, channel_ids, now=None) -> int:
     """Mark seen, in one UPDATE, the devices whose channel is one of `channel_ids` (a process's open channels; a
     replaced one no longer matches). How many were.

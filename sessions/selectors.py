@@ -16,6 +16,14 @@ from sessions.models import Launch
 
 
 @dataclass(frozen=True)
+class PendingWork:
+    """Whether a machine has launches and commands pending (what its channel's fetch reads only if so)."""
+
+    launches_pending: bool
+    commands_pending: bool
+
+
+@dataclass(frozen=True)
 class ChannelState:
     """What a machine's channel must know before it fetches: is it still the machine's, may its token still be
     used, and is anything pending."""
@@ -40,9 +48,7 @@ def machine_channel_state(*, machine_id, channel_id, token_id, now=None) -> Chan
                 rawsql.db_value(db, Device, "channel_id", channel_id),
                 rawsql.db_value(db, ApiToken, "id", token_id),
                 rawsql.db_value(db, ApiToken, "expires_at", now),
-                LaunchStatus.PENDING.value,
-                rawsql.db_value(db, Launch, "expires_at", now),
-                CommandStatus.PENDING.value,
+                *pending_work_params(db, now),
                 rawsql.db_value(db, Device, "id", machine_id),
             ],
         )
@@ -52,23 +58,39 @@ def machine_channel_state(*, machine_id, channel_id, token_id, now=None) -> Chan
 
 @functools.cache
 def _channel_state_sql(vendor: str) -> str:  # one per database vendor: names are quoted by its backend
-    device, launch = rawsql.quote(Device._meta.db_table), rawsql.quote(Launch._meta.db_table)
-    command, session = rawsql.quote(ControlCommand._meta.db_table), rawsql.quote(LocalSession._meta.db_table)
-    col = rawsql.column
+    device = rawsql.quote(Device._meta.db_table)
     token, user = rawsql.quote(ApiToken._meta.db_table), rawsql.quote(User._meta.db_table)
+    col = rawsql.column
     return (
         f"SELECT d.{col(Device, 'channel_id')} = %s,"
         f" EXISTS (SELECT 1 FROM {token} t JOIN {user} u ON u.{col(User, 'id')} = t.{col(ApiToken, 'user')}"
         f" WHERE t.{col(ApiToken, 'id')} = %s AND t.{col(ApiToken, 'revoked_at')} IS NULL"
         f" AND (t.{col(ApiToken, 'expires_at')} IS NULL OR t.{col(ApiToken, 'expires_at')} > %s)"
         f" AND u.{col(User, 'is_active')}),"
-        f" EXISTS (SELECT 1 FROM {launch} l WHERE l.{col(Launch, 'machine')} = d.{col(Device, 'id')}"
+        f" {pending_work_sql(vendor, 'd')}"
+        f" FROM {device} d WHERE d.{col(Device, 'id')} = %s"
+    )
+
+
+@functools.cache
+def pending_work_sql(vendor: str, device: str) -> str:
+    """Two SQL booleans, whether the machine `device` (a row reference to the devices table) has pending launches
+    (`launch_queue`) and pending commands (`commands_pending_on_machine`); its parameters: `pending_work_params`."""
+    launch, command = rawsql.quote(Launch._meta.db_table), rawsql.quote(ControlCommand._meta.db_table)
+    session = rawsql.quote(LocalSession._meta.db_table)
+    col = rawsql.column
+    return (
+        f"EXISTS (SELECT 1 FROM {launch} l WHERE l.{col(Launch, 'machine')} = {device}.{col(Device, 'id')}"
         f" AND l.{col(Launch, 'status')} = %s AND l.{col(Launch, 'expires_at')} > %s),"
         f" EXISTS (SELECT 1 FROM {command} c"
         f" JOIN {session} s ON s.{col(LocalSession, 'id')} = c.{col(ControlCommand, 'session')}"
-        f" WHERE s.{col(LocalSession, 'device')} = d.{col(Device, 'id')} AND c.{col(ControlCommand, 'status')} = %s)"
-        f" FROM {device} d WHERE d.{col(Device, 'id')} = %s"
+        f" WHERE s.{col(LocalSession, 'device')} = {device}.{col(Device, 'id')}"
+        f" AND c.{col(ControlCommand, 'status')} = %s)"
     )
+
+
+def pending_work_params(db, now) -> list:
+    return [LaunchStatus.PENDING.value, rawsql.db_value(db, Launch, "expires_at", now), CommandStatus.PENDING.value]
 
 
 def launch_queue(*, machine_id, now=None) -> QuerySet[Launch]:

@@ -9,6 +9,7 @@ acknowledgement and the timeout comes first wins, in any server process.
 """
 
 import dataclasses
+import functools
 from datetime import timedelta
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from acp import realtime
 from acp.domain import Conflict, InvalidInput, NotFound, Outcome
 from acp.models import Device
 from acp.references import gone_references, lock_model_fields, lock_row
+from acp.serving import rawsql
 from commands.choices import EventType, SessionStatus
 from commands.models import Thread
 from commands.services import (
@@ -30,6 +32,7 @@ from commands.services import (
 )
 from sessions.choices import AckStatus, LaunchErrorCode, LaunchStatus
 from sessions.models import Launch, Workspace
+from sessions.selectors import PendingWork, pending_work_params, pending_work_sql
 
 _WORKSPACE_REFERENCES = {"project": "project_id", "default_machine": "default_machine_id"}
 
@@ -248,3 +251,53 @@ def launches_expire(*, now=None, dry_run: bool = False) -> int:
         for launch in launches:
             record_events(launch.user_session_id, *_launch_events(launch, EventType.LAUNCH_TIMED_OUT))
     return count
+
+
+# --- machine channels: one per machine (Device.channel_id); opening one replaces the last -------------------------
+
+
+def machine_channel_open(*, user_id, machine_id, channel_id, now=None) -> PendingWork | None:
+    """Make `channel_id` the machine's one channel if it is one of the user's, and mark it seen, in one statement
+    that also says what is pending for it; the channel it replaces (on any server process) is woken on commit and
+    ends, this one is not (`realtime.from_origin`). None: no such machine of the user's.
+
+    Written out (acp/serving/rawsql.py): building and compiling it through the ORM cost a daemon's connect more CPU
+    than the statement (bench/channel.py --profile)."""
+    db = rawsql.database()
+    now = now or timezone.now()
+    seen = rawsql.db_value(db, Device, "last_seen_at", now)
+    returning, returning_params = "pg_notify(%s, %s)", [realtime.CHANNEL, _origin_key(machine_id, channel_id)]
+    if db.vendor != "postgresql":
+        returning, returning_params = "1", []
+    with db.cursor() as cursor:
+        cursor.execute(
+            _channel_open_sql(db.vendor, returning),
+            [
+                seen,
+                seen,
+                rawsql.db_value(db, Device, "channel_id", channel_id),
+                seen,
+                rawsql.db_value(db, Device, "id", machine_id),
+                rawsql.db_value(db, Device, "user", user_id),
+                *returning_params,
+                *pending_work_params(db, now),
+            ],
+        )
+        row = cursor.fetchone()
+    return None if row is None else PendingWork(bool(row[1]), bool(row[2]))
+
+
+def _origin_key(machine_id, channel_id) -> str:
+    return realtime.from_origin(realtime.machine_key(machine_id), channel_id)
+
+
+@functools.cache
+def _channel_open_sql(vendor: str, returning: str) -> str:  # one per database vendor: names are quoted by its backend
+    device, col = rawsql.quote(Device._meta.db_table), rawsql.column
+    written = ("last_seen_at", "updated_at", "channel_id", "channel_opened_at")
+    assigned = ", ".join(f"{col(Device, name)} = %s" for name in written)
+    return (
+        f"UPDATE {device} SET {assigned}"
+        f" WHERE {col(Device, 'id')} = %s AND {col(Device, 'user')} = %s"
+        f" RETURNING {returning}, {pending_work_sql(vendor, device)}"
+    )

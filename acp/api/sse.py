@@ -85,6 +85,8 @@ class EventStream:
     while_open: AbstractContextManager = field(default_factory=contextlib.nullcontext)  # held for the stream's life
     # Seconds between timer re-checks while the listener is up (a last resort; None: ACP_LONG_POLL_RECHECK).
     recheck: float | None = None
+    # Subscribed to `key` already, before whatever the first fetch relies on was read (else `open_stream` does).
+    subscription: Subscription | None = None
 
 
 class AfterPosition:
@@ -168,7 +170,7 @@ class OpenedStream:
 def open_stream(stream: EventStream) -> OpenedStream:
     """Subscribe, then fetch the first batch (nothing committed in between is missed), in the caller's thread and on
     its database connection: one thread hop and one connection for the whole connect."""
-    subscription = subscribe(stream.key)
+    subscription = stream.subscription or subscribe(stream.key)
     try:
         return OpenedStream(stream, subscription, stream.fetch())
     except BaseException:

@@ -1,6 +1,6 @@
 """A machine's channel: one stream that carries all its daemon must do (GET /api/v1/machines/{machine_id}/stream).
 
-Opening it makes it the machine's one channel (`device_channel_open`); from then on, every wake-up of the machine's
+Opening it makes it the machine's one channel (`machine_channel_open`); from then on, every wake-up of the machine's
 key (a launch or a command committed, another channel opened) sends what is pending and not yet sent on this
 connection: launches, then commands, each as the polls return it. A channel that finds another one in its place
 sends `replaced` and ends. Nothing is remembered across connections: a reconnection gets again whatever is still
@@ -16,17 +16,16 @@ import uuid
 from django.conf import settings
 from rest_framework.renderers import JSONRenderer
 
+from acp.api.permissions import token_device_id
 from acp.api.sse import Batch, EventStream, Message
-from acp.api.viewsets import scope_to_owner
-from acp.models import Device
 from acp.presence import get_presence
-from acp.realtime import machine_key
-from acp.services import device_channel_open
+from acp.realtime import machine_key, subscribe
 from commands.api.serializers import ControlCommandSerializer
 from commands.selectors import commands_pending_on_machine
 from sessions.api.serializers import LaunchSerializer
 from sessions.choices import ChannelEvent
-from sessions.selectors import launch_queue, machine_channel_state
+from sessions.selectors import ChannelState, PendingWork, launch_queue, machine_channel_state
+from sessions.services import machine_channel_open
 
 PAGE_SIZE = 100  # of each kind per fetch; a full page is followed by another fetch at once
 SENT_TRIM_AT = 1000  # ids sent on one connection before they are cut to those still pending
@@ -35,21 +34,22 @@ SENT_TRIM_AT = 1000  # ids sent on one connection before they are cut to those s
 class MachineChannel:
     """The `fetch` of one open channel: what is pending for the machine and not yet sent on this connection."""
 
-    def __init__(self, machine_id, channel_id: uuid.UUID, token_id):
+    def __init__(self, machine_id, channel_id: uuid.UUID, token_id, opened: PendingWork | None = None):
         self.machine_id = machine_id
         self.channel_id = channel_id
         self.token_id = token_id
         self.launches_sent: set[uuid.UUID] = set()
         self.commands_sent: set[uuid.UUID] = set()
+        self._opened = opened  # what the open read: the first fetch needs no query of its own
 
     def __call__(self) -> Batch:
-        state = machine_channel_state(machine_id=self.machine_id, channel_id=self.channel_id, token_id=self.token_id)
+        state = self._state()
         if not state.current:
             replaced = Message(json.dumps({"machine_id": str(self.machine_id)}), event=ChannelEvent.REPLACED.value)
             return Batch([replaced], last=True)
         if not state.token_usable:  # revoked or expired since: no more work; the daemon's reconnect gets its 401
             return Batch([], last=True)
-        launches, commands = [], []  # an idle machine's connect: one query, nothing to read
+        launches, commands = [], []  # an idle machine's connect: nothing to read
         if state.launches_pending:
             pending = launch_queue(machine_id=self.machine_id)
             launches = list(pending.exclude(pk__in=_trimmed(self.launches_sent, pending))[:PAGE_SIZE])
@@ -61,6 +61,12 @@ class MachineChannel:
         messages = [_message(ChannelEvent.LAUNCH, row.pk, LaunchSerializer(row).data) for row in launches]
         messages += [_message(ChannelEvent.COMMAND, row.pk, ControlCommandSerializer(row).data) for row in commands]
         return Batch(messages, more=len(launches) >= PAGE_SIZE or len(commands) >= PAGE_SIZE)
+
+    def _state(self) -> ChannelState:
+        opened, self._opened = self._opened, None
+        if opened is not None:  # read by the open itself: the channel is current, its token was just authenticated
+            return ChannelState(True, True, opened.launches_pending, opened.commands_pending)
+        return machine_channel_state(machine_id=self.machine_id, channel_id=self.channel_id, token_id=self.token_id)
 
 
 def _trimmed(sent: set, pending) -> set:
@@ -78,13 +84,23 @@ def _message(kind: ChannelEvent, pk, data) -> Message:
 def channel_open(caller, *, machine_id) -> EventStream | None:
     """Open the machine's channel for `caller` (a request, or anything with its `user` and `auth`, the token) if it
     is one of the caller's machines (a device token's own): the stream to serve, or None (404)."""
-    machines = scope_to_owner(Device.objects.all(), caller, device_field="id")
+    if token_device_id(caller) not in (None, machine_id):
+        return None
     channel_id = uuid.uuid4()
-    if not device_channel_open(devices=machines, device_id=machine_id, channel_id=channel_id):
+    key = machine_key(machine_id)
+    # Subscribed before the open reads what is pending: whatever commits after that read wakes the channel.
+    subscription = subscribe(key, origin=str(channel_id))
+    try:
+        opened = machine_channel_open(user_id=caller.user.pk, machine_id=machine_id, channel_id=channel_id)
+    except BaseException:
+        subscription.close()
+        raise
+    if opened is None:
+        subscription.close()
         return None
     return EventStream(
-        key=machine_key(machine_id),
-        fetch=MachineChannel(machine_id, channel_id, caller.auth.pk),
+        key=key,
+        fetch=MachineChannel(machine_id, channel_id, caller.auth.pk, opened),
         heartbeat=settings.ACP_STREAM_HEARTBEAT,
         # Spread over the last tenth: channels opened together (a reconnect storm) must not all end together.
         max_seconds=settings.ACP_CHANNEL_MAX_SECONDS * random.uniform(0.9, 1.0),
@@ -92,4 +108,5 @@ def channel_open(caller, *, machine_id) -> EventStream | None:
         # 10,000 channels a re-check a minute each would be 170 fetches a second. Each reconnection fetches anew.
         recheck=settings.ACP_CHANNEL_MAX_SECONDS,
         while_open=get_presence().hold(channel_id),
+        subscription=subscription,
     )

@@ -5,9 +5,10 @@ import time
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 
 from acp.api.longpoll import LongPoll, LongPollResponse, wait_for
-from acp.realtime import get_listener
+from acp.realtime import from_origin, get_listener, notify
 
 
 def poll_that_turns_true(after: float, *, timeout: float) -> LongPoll:
@@ -58,3 +59,26 @@ def test_a_long_poll_response_served_without_long_poll_view_fails_loudly():
     response = LongPollResponse(poll_that_turns_true(0, timeout=1))
     with pytest.raises(ImproperlyConfigured):
         response.rendered_content  # noqa: B018
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_notification_from_a_subscriptions_origin_wakes_every_other_subscriber_but_not_it():
+    """A channel's open notifies its machine (the channel it replaces must end) but must not wake itself."""
+    own = get_listener().subscribe("test-origin", origin="channel-a")
+    other = get_listener().subscribe("test-origin", origin="channel-b")
+    plain = get_listener().subscribe("test-origin")
+    try:
+        with transaction.atomic():
+            notify(from_origin("test-origin", "channel-a"))
+
+        async def woken(subscription) -> bool:
+            return await subscription.wait(5)
+
+        assert asyncio.run(woken(other)) and asyncio.run(woken(plain))
+        assert not own._fired.is_set()  # the others were woken by this very notification; it was passed over
+        with transaction.atomic():
+            notify("test-origin")
+        assert asyncio.run(woken(own))  # a plain notification of the key still wakes it
+    finally:
+        for subscription in (own, other, plain):
+            subscription.close()

@@ -13,9 +13,11 @@ from django.utils import timezone
 
 from acp.models import ApiToken, Device
 from acp.presence import ChannelPresence
-from acp.services import device_channel_open, token_hash
+from acp.services import token_hash
 from commands.services import command_enqueue, local_session_create, thread_create
 from sessions.api.channel import MachineChannel
+from sessions.selectors import PendingWork
+from sessions.services import machine_channel_open
 from tests.conftest import make_client, make_token
 from tests.sessions.conftest import make_launch
 from tests.sessions.live import REPO_ROOT
@@ -48,12 +50,27 @@ def test_opening_proves_ownership_marks_seen_and_takes_the_slot_in_one_statement
     Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now() - timedelta(hours=1))
     channel_id = uuid.uuid4()
     with django_assert_num_queries(1):
-        assert device_channel_open(devices=Device.objects.filter(user=user), device_id=device.pk, channel_id=channel_id)
+        opened = machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=channel_id)
+    assert opened == PendingWork(launches_pending=False, commands_pending=False)
     device.refresh_from_db()
     assert device.channel_id == channel_id and device.is_online() and device.channel_opened_at is not None
-    theirs = Device.objects.filter(user=user)
-    assert not device_channel_open(devices=theirs, device_id=other_device.pk, channel_id=uuid.uuid4())
+    assert machine_channel_open(user_id=user.pk, machine_id=other_device.pk, channel_id=uuid.uuid4()) is None
     assert Device.objects.get(pk=other_device.pk).channel_id is None
+
+
+def test_the_open_reads_what_is_pending_so_the_first_fetch_of_an_idle_machine_costs_no_query(
+    user, workspace, device, django_assert_num_queries
+):
+    token_id = ApiToken.objects.get(key_hash=token_hash(make_token(user))).pk
+    idle = machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=(channel_id := uuid.uuid4()))
+    with django_assert_num_queries(0):
+        assert MachineChannel(device.pk, channel_id, token_id, idle)().messages == []
+    launch = make_launch(workspace)
+    busy = machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=(channel_id := uuid.uuid4()))
+    assert busy == PendingWork(launches_pending=True, commands_pending=False)
+    with django_assert_num_queries(1):  # the launches only: no state query, no commands query
+        batch = MachineChannel(device.pk, channel_id, token_id, busy)()
+    assert [message.id for message in batch.messages] == [f"launch:{launch.pk}"]
 
 
 def test_a_wake_up_costs_three_small_queries_and_sends_each_item_once(
@@ -66,14 +83,14 @@ def test_a_wake_up_costs_three_small_queries_and_sends_each_item_once(
     for _ in range(3):
         make_launch(workspace)
     channel_id = uuid.uuid4()
-    device_channel_open(devices=Device.objects.all(), device_id=device.pk, channel_id=channel_id)
+    machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=channel_id)
     channel = MachineChannel(device.pk, channel_id, ApiToken.objects.get(key_hash=token_hash(make_token(user))).pk)
     with django_assert_max_num_queries(3):
         batch = channel()
     assert [message.event for message in batch.messages] == ["launch"] * 3 + ["command"] * 3
     with django_assert_max_num_queries(3):
         assert channel().messages == []  # a wake-up with nothing new: nothing again
-    device_channel_open(devices=Device.objects.all(), device_id=device.pk, channel_id=uuid.uuid4())
+    machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=uuid.uuid4())
     replaced = channel()
     assert replaced.last and [(m.event, m.id) for m in replaced.messages] == [("replaced", None)]
 
@@ -84,7 +101,7 @@ def test_presence_refreshes_every_held_channel_in_one_statement(user, django_ass
     presence = ChannelPresence()
     channel_ids = [uuid.uuid4() for _ in machines[:2]]
     for machine, channel_id in zip(machines, channel_ids, strict=False):
-        device_channel_open(devices=Device.objects.all(), device_id=machine.pk, channel_id=channel_id)
+        machine_channel_open(user_id=user.pk, machine_id=machine.pk, channel_id=channel_id)
     Device.objects.update(last_seen_at=long_ago)
     with contextlib.ExitStack() as holding:
         for channel_id in channel_ids:
