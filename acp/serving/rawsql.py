@@ -89,9 +89,24 @@ def _insert_sql(model: type[Model], vendor: str) -> str:
 
 
 def _converted(db, models, row) -> list:
-    compiler = db.ops.compiler("SQLCompiler")(Query(None), db, db.alias)
-    converters = compiler.get_converters(_cols(models))
-    return next(iter(compiler.apply_converters([row], converters))) if converters else list(row)
+    """`row` as the ORM reads it: each column through its field's and the backend's converters."""
+    values = list(row)
+    for position, (converters, expression) in _converters(db, models).items():
+        value = values[position]
+        for converter in converters:
+            value = converter(value, expression, db)
+        values[position] = value
+    return values
+
+
+def _converters(db, models) -> dict:
+    """The compiler's converters for `models`' columns, found once per connection object (a thread's): looking them
+    up built a compiler and asked every field at each token lookup, i.e. every request."""
+    found = db.__dict__.setdefault("_acp_rawsql_converters", {})
+    if models not in found:
+        compiler = db.ops.compiler("SQLCompiler")(Query(None), db, db.alias)
+        found[models] = compiler.get_converters(_cols(models))
+    return found[models]
 
 
 @functools.cache
