@@ -226,7 +226,9 @@ ACP_STREAM_MAX_SECONDS = env_float("ACP_STREAM_MAX_SECONDS", 300.0)  # then the 
 ACP_CHANNEL_MAX_SECONDS = env_float("ACP_CHANNEL_MAX_SECONDS", 1800.0)
 ACP_CHANNEL_PRESENCE_INTERVAL = env_float("ACP_CHANNEL_PRESENCE_INTERVAL", 30.0)
 # Channel connects a process opens at once (the rest wait their turn), and how long one may wait before a 503.
-ACP_CHANNEL_CONNECTS_AT_ONCE = env_int("ACP_CHANNEL_CONNECTS_AT_ONCE", 2)
+# One at a time keeps up with 10,000 reconnects a minute alone and leaves a loaded API most of its core (README,
+# "Figures": two at once doubled the prepares' p99 beside a reconnect storm, one keeps it at 1.4×).
+ACP_CHANNEL_CONNECTS_AT_ONCE = env_int("ACP_CHANNEL_CONNECTS_AT_ONCE", 1)
 ACP_CHANNEL_CONNECT_QUEUE_WAIT = env_float("ACP_CHANNEL_CONNECT_QUEUE_WAIT", 10.0)
 if not 0 < ACP_CHANNEL_PRESENCE_INTERVAL < ACP_DEVICE_OFFLINE_AFTER:
     raise ImproperlyConfigured(
