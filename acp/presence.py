@@ -17,7 +17,6 @@ from collections import Counter
 
 from django.conf import settings
 
-from acp.db_release import run_released
 from acp.services import device_channels_refresh
 from acp.serving.request_threads import run_in_background
 
@@ -51,7 +50,7 @@ class ChannelPresence:
     def refresh(self) -> int:
         """Mark seen the machines of every channel held now; how many were."""
         channel_ids = self.held()
-        return run_released(lambda: device_channels_refresh(channel_ids=channel_ids)) if channel_ids else 0
+        return device_channels_refresh(channel_ids=channel_ids) if channel_ids else 0
 
     def _keep_refreshing(self) -> None:
         try:
@@ -66,7 +65,7 @@ class ChannelPresence:
         while self.held():
             await asyncio.sleep(settings.ACP_CHANNEL_PRESENCE_INTERVAL)
             try:
-                await run_in_background(self.refresh)
+                await run_in_background(self.refresh)  # which gives the connection back after
             except Exception:  # the database is away: the next round tries again
                 logger.warning("acp presence: refreshing the open channels' machines failed", exc_info=True)
 

@@ -143,16 +143,20 @@ def device_channels_refresh(*, channel_ids, now=None) -> int:
     channel_ids = list(channel_ids)
     db = rawsql.database()
     if db.vendor == "postgresql":
-        written = ", ".join(f"{rawsql.column(Device, name)} = %s" for name in ("last_seen_at", "updated_at"))
-        sql = (
-            f"UPDATE {rawsql.quote(Device._meta.db_table)} SET {written}"
-            f" WHERE {rawsql.column(Device, 'channel_id')} = ANY(%s::uuid[])"
-        )
         with db.cursor() as cursor:
-            cursor.execute(sql, [now, now, channel_ids])
+            cursor.execute(_channels_refresh_sql(db.vendor), [now, now, channel_ids])
             return cursor.rowcount
     chunks = (channel_ids[start : start + PRESENCE_CHUNK] for start in range(0, len(channel_ids), PRESENCE_CHUNK))
     return sum(Device.objects.filter(channel_id__in=chunk).update(last_seen_at=now, updated_at=now) for chunk in chunks)
+
+
+@functools.cache
+def _channels_refresh_sql(vendor: str) -> str:  # PostgreSQL only: the ids go as one uuid[] parameter
+    written = ", ".join(f"{rawsql.column(Device, name)} = %s" for name in ("last_seen_at", "updated_at"))
+    return (
+        f"UPDATE {rawsql.quote(Device._meta.db_table)} SET {written}"
+        f" WHERE {rawsql.column(Device, 'channel_id')} = ANY(%s::uuid[])"
+    )
 
 
 PRESENCE_CHUNK = 10_000  # channel ids per UPDATE on SQLite (a statement takes at most 65,535 parameters there)
