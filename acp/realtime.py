@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import select
@@ -20,7 +21,8 @@ from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.utils import load_backend
 
 logger = logging.getLogger(__name__)
 
@@ -286,10 +288,22 @@ def get_listener() -> Listener:
     return _listener
 
 
+def _on_postgresql() -> bool:
+    """Whether the database is PostgreSQL, asked without `connection`: in the event loop's thread asgiref keeps
+    Django's connections per task, so `connection.vendor` there built a DatabaseWrapper (and its reference cycles)
+    for every channel connect and every long-poll (tests/acp/test_request_garbage.py)."""
+    return _vendor(connections.settings[DEFAULT_DB_ALIAS]["ENGINE"]) == "postgresql"
+
+
+@functools.cache
+def _vendor(engine: str) -> str:
+    return load_backend(engine).DatabaseWrapper.vendor
+
+
 def subscribe(key: str, origin: str | None = None) -> Subscription:
     """Subscribe to `key` (not woken by its notifications `from_origin(key, origin)`). On SQLite the subscription is
     never fired: waiters poll instead."""
-    if connection.vendor != "postgresql":
+    if not _on_postgresql():
         return Subscription(None, key, origin)
     return _listener.subscribe(key, origin)
 
@@ -298,7 +312,7 @@ def recheck_interval(last_resort: float | None = None) -> float:
     """Seconds a waiter may sleep before re-checking the database: a quarter of a second where there is no LISTEN
     (SQLite) or while the connection is lost (up to five for a long-lived stream), else `last_resort` (default
     ACP_LONG_POLL_RECHECK)."""
-    if connection.vendor != "postgresql":
+    if not _on_postgresql():
         return SQLITE_POLL_INTERVAL
     if not _listener.is_listening:
         # Long-lived streams (a `last_resort` of their own) back off: 10,000 channels re-checking four times a

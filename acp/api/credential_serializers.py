@@ -4,7 +4,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from acp.api.registry_serializers import DeviceSerializer
-from acp.api.serializers import JSONObjectField
+from acp.api.serializers import JSONObjectField, ModelSerializer, Serializer
 from acp.choices import FULL_SCOPES, ApiTokenKind, PairingTokenStatus, Scope
 from acp.models import ApiToken, PairingToken
 
@@ -12,7 +12,7 @@ MAX_KEY_LIFETIME_DAYS = 3650
 MIN_PAIRING_TTL = 30
 
 
-class PairingTokenSerializer(serializers.ModelSerializer):
+class PairingTokenSerializer(ModelSerializer):
     userId = serializers.UUIDField(source="user_id", read_only=True, format="hex_verbose")
     tokenPrefix = serializers.CharField(source="token_prefix", read_only=True)
     status = serializers.SerializerMethodField()
@@ -34,7 +34,7 @@ class PairingTokenSerializer(serializers.ModelSerializer):
         return obj.current_status()
 
 
-class PairingTokenCreateSerializer(serializers.Serializer):
+class PairingTokenCreateSerializer(Serializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     ttlSeconds = serializers.IntegerField(
         source="ttl_seconds",
@@ -50,12 +50,12 @@ class PairingTokenCreateSerializer(serializers.Serializer):
         return value
 
 
-class IssuedPairingTokenSerializer(serializers.Serializer):
+class IssuedPairingTokenSerializer(Serializer):
     pairingToken = PairingTokenSerializer(read_only=True)
     token = serializers.CharField(read_only=True, help_text="The pairing token itself: shown only in this answer.")
 
 
-class PairingDeviceSerializer(serializers.Serializer):
+class PairingDeviceSerializer(Serializer):
     name = serializers.CharField(max_length=200, required=False)
     platform = serializers.CharField(max_length=100, required=False, allow_blank=True)
     hostname = serializers.CharField(max_length=255, required=False, allow_blank=True)
@@ -64,7 +64,7 @@ class PairingDeviceSerializer(serializers.Serializer):
     capabilities = JSONObjectField(required=False)
 
 
-class PairingExchangeSerializer(serializers.Serializer):
+class PairingExchangeSerializer(Serializer):
     token = serializers.CharField(max_length=200, help_text="The pairing token (`acpp_…`).")
     device = PairingDeviceSerializer(required=False, help_text="The machine being paired.")
     name = serializers.CharField(max_length=200, required=False, help_text="The device's name without `device.name`.")
@@ -80,14 +80,14 @@ class PairingExchangeSerializer(serializers.Serializer):
         return {"token": attrs["token"], "device_fields": device}
 
 
-class PairingExchangeResultSerializer(serializers.Serializer):
+class PairingExchangeResultSerializer(Serializer):
     device = DeviceSerializer(read_only=True)
     apiKey = serializers.CharField(read_only=True, help_text="The device's new key: shown only in this answer.")
     apiKeyPrefix = serializers.CharField(read_only=True)
     pairingToken = PairingTokenSerializer(read_only=True)
 
 
-class ApiKeySerializer(serializers.ModelSerializer):
+class ApiKeySerializer(ModelSerializer):
     prefix = serializers.CharField(source="key_prefix", read_only=True)
     kind = serializers.ChoiceField(choices=ApiTokenKind.choices, read_only=True)
     deviceId = serializers.UUIDField(source="device_id", read_only=True, allow_null=True, format="hex_verbose")
@@ -106,7 +106,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ApiKeyCreateSerializer(serializers.Serializer):
+class ApiKeyCreateSerializer(Serializer):
     name = serializers.CharField(max_length=200)
     expiresInDays = serializers.IntegerField(
         source="expires_in_days", required=False, min_value=1, max_value=MAX_KEY_LIFETIME_DAYS
@@ -120,6 +120,6 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     )
 
 
-class IssuedApiKeySerializer(serializers.Serializer):
+class IssuedApiKeySerializer(Serializer):
     apiKey = ApiKeySerializer(read_only=True)
     key = serializers.CharField(read_only=True, help_text="The key itself: shown only in this answer.")

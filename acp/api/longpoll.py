@@ -24,8 +24,10 @@ from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
 from acp.api.pagination import MAX_LIMIT
+from acp.api.serializers import Serializer
 from acp.db_release import run_released
 from acp.realtime import recheck_interval, subscribe
+from acp.serving.cycles import release_drf_response
 from acp.serving.request_threads import released_request_thread, run_in_background
 from acp.shutdown import is_shutting_down
 
@@ -60,7 +62,7 @@ class LongPollResponse(Response):
         raise ImproperlyConfigured("A LongPollResponse must be served through acp.api.longpoll.long_poll_view.")
 
 
-class PollParamsSerializer(serializers.Serializer):
+class PollParamsSerializer(Serializer):
     """`limit` and `wait` of every long-poll; a `wait` above ACP_LONG_POLL_MAX_WAIT is refused (400), not cut."""
 
     limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=50)
@@ -102,7 +104,10 @@ def long_poll_view(drf_view):
         if not isinstance(response, LongPollResponse):
             return response
         poll = response.poll
-        del response  # the DRF view's request, view and renderer context need not live through the wait
+        # The poll's callables are plain functions (see LongPoll): the DRF view, its request and the renderer
+        # context need not live through the wait, and are freed now rather than by the cyclic collector.
+        release_drf_response(response)
+        del response
         status_code, data = await wait_for(poll)
         answer = JsonResponse(data, status=status_code, safe=False, encoder=JSONEncoder)
         if poll.on_answer is not None:

@@ -5,11 +5,13 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 
+from acp.api.serializers import Serializer
+
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 
 
-class PageParamsSerializer(serializers.Serializer):
+class PageParamsSerializer(Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
     offset = serializers.IntegerField(min_value=0, default=0)
 

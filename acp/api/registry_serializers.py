@@ -2,11 +2,11 @@
 
 from rest_framework import serializers
 
-from acp.api.serializers import JSONObjectField, RejectUnknownFieldsMixin
+from acp.api.serializers import JSONObjectField, ModelSerializer, RejectUnknownFieldsMixin, Serializer
 from acp.models import Device, Environment, Project
 
 
-class OwnedModelSerializer(serializers.ModelSerializer):
+class OwnedModelSerializer(ModelSerializer):
     userId = serializers.UUIDField(source="user_id", read_only=True, format="hex_verbose")
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
     updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
@@ -57,7 +57,7 @@ class DeviceSerializer(RejectUnknownFieldsMixin, OwnedModelSerializer):
         ]
 
 
-class DeviceHeartbeatSerializer(serializers.Serializer):
+class DeviceHeartbeatSerializer(Serializer):
     appVersion = serializers.CharField(source="app_version", max_length=100, required=False, allow_blank=True)
     daemonVersion = serializers.CharField(source="daemon_version", max_length=100, required=False, allow_blank=True)
     capabilities = JSONObjectField(required=False)

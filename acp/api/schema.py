@@ -3,10 +3,9 @@
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import serializers
 
 from acp.api import idempotency
-from acp.api.serializers import ErrorSerializer
+from acp.api.serializers import ErrorSerializer, Serializer
 
 _ENVELOPES: dict[tuple[str, type], type] = {}
 
@@ -73,7 +72,7 @@ def envelope_serializer(key: str, serializer_class) -> type:
     cache_key = (key, serializer_class)
     if cache_key not in _ENVELOPES:
         name = serializer_class.__name__.removesuffix("Serializer") + "Envelope"
-        _ENVELOPES[cache_key] = type(name, (serializers.Serializer,), {key: serializer_class(read_only=True)})
+        _ENVELOPES[cache_key] = type(name, (Serializer,), {key: serializer_class(read_only=True)})
     return _ENVELOPES[cache_key]
 
 

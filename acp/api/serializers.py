@@ -1,12 +1,48 @@
 """Serializer building blocks shared by every app."""
 
+import weakref
+
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.functional import cached_property
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.utils.serializer_helpers import BindingDict
 
 
-class ErrorSerializer(serializers.Serializer):
+class WeaklyBoundFieldsMixin:
+    """Bind a serializer's fields (and a `many=True` list's child) to it through a weak reference.
+
+    DRF binds each field to its serializer (`field.parent`) while the serializer holds its fields, so every
+    serializer that was used is a reference cycle, and the request, view and response it reaches through its
+    context go with it: ~200 objects per request that only the cyclic collector frees, in passes of 10–90 ms with
+    a worker holding 10,000 machine channels (the tail of a command's create → event, bench/channel.py). Bound
+    weakly, they are freed as soon as the request lets go of them. A field lives only as long as its serializer.
+    """
+
+    @cached_property
+    def fields(self):  # DRF's Serializer.fields, with the serializer held weakly
+        fields = BindingDict(weakref.proxy(self))
+        for name, field in self.get_fields().items():
+            fields[name] = field
+        return fields
+
+    @classmethod
+    def many_init(cls, *args, **kwargs):
+        many = super().many_init(*args, **kwargs)
+        many.child.parent = weakref.proxy(many)
+        return many
+
+
+class Serializer(WeaklyBoundFieldsMixin, serializers.Serializer):
+    """The base of every plain serializer here (see WeaklyBoundFieldsMixin)."""
+
+
+class ModelSerializer(WeaklyBoundFieldsMixin, serializers.ModelSerializer):
+    """The base of every model serializer here (see WeaklyBoundFieldsMixin)."""
+
+
+class ErrorSerializer(Serializer):
     error = serializers.CharField(help_text="A human-readable message.")
     code = serializers.CharField(help_text="A machine code: invalid_request, not_found, conflict, …")
     details = serializers.DictField(help_text="Field errors for 400; context for other codes.")

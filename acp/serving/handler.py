@@ -1,11 +1,13 @@
 """The ASGI application of the chosen serving mode (acp/asgi.py serves it)."""
 
+import functools
 import gc
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
 from acp.serving import middleware, optimised
+from acp.serving.cycles import release_request
 from acp.serving.fast_streams import FastStreamRouter, fast_streams
 from acp.serving.request_threads import PooledThreadsASGIHandler
 
@@ -26,6 +28,12 @@ class OptimisedASGIHandler(PooledThreadsASGIHandler):
             super().load_middleware(is_async)
         finally:
             settings.MIDDLEWARE = listed
+
+    async def run_get_response(self, request):
+        response = await super().run_get_response(request)
+        # Closed once it is sent (not when the client went away meanwhile: the view may still be running then).
+        response._resource_closers.append(functools.partial(release_request, request, response))
+        return response
 
 
 def tune_garbage_collector() -> None:

@@ -9,7 +9,13 @@ from rest_framework import serializers
 
 from acp.api.errors import PayloadTooLarge
 from acp.api.registry_serializers import OwnedModelSerializer
-from acp.api.serializers import JSONObjectField, OwnedPrimaryKeyRelatedField, StrictCharField
+from acp.api.serializers import (
+    JSONObjectField,
+    ModelSerializer,
+    OwnedPrimaryKeyRelatedField,
+    Serializer,
+    StrictCharField,
+)
 from acp.models import Device, Environment, Project
 from bindings import services
 from bindings.choices import ExecutionMode, SyncMode, SyncSessionStatus
@@ -132,7 +138,7 @@ SESSION_FIELDS = [
 PULL_ONLY_FIELDS = ["preview", "previewSignature", "result", "resultSignature"]
 
 
-class PushSessionSerializer(serializers.ModelSerializer):
+class PushSessionSerializer(ModelSerializer):
     id = serializers.UUIDField(read_only=True, help_text="Unique identifier.")
     workspaceBindingId = serializers.UUIDField(source="workspace_binding_id", read_only=True)
     userId = serializers.UUIDField(source="user_id", read_only=True, help_text="User ID.")
@@ -164,19 +170,19 @@ class PullSessionSerializer(PushSessionSerializer):
         fields = SESSION_FIELDS + PULL_ONLY_FIELDS
 
 
-class SyncSessionPrepareSerializer(serializers.Serializer):
+class SyncSessionPrepareSerializer(Serializer):
     planSignature = SignatureField(help_text="Names exactly one plan: the same signature with another plan is a 409.")
     plan = SizedJSONObjectField(max_bytes_setting="ACP_MAX_PLAN_BYTES", help_text="At most ACP_MAX_PLAN_BYTES.")
     metadata = SizedJSONObjectField(required=False, help_text="Free-form metadata object.")
 
 
-class PullSessionApplyPreviewSerializer(serializers.Serializer):
+class PullSessionApplyPreviewSerializer(Serializer):
     preview = SizedJSONObjectField(max_bytes_setting="ACP_MAX_PLAN_BYTES")
     previewSignature = SignatureField()
     metadata = SizedJSONObjectField(required=False, help_text="Merged into the session's metadata.")
 
 
-class PullSessionApplyResultSerializer(serializers.Serializer):
+class PullSessionApplyResultSerializer(Serializer):
     result = SizedJSONObjectField(max_bytes_setting="ACP_MAX_PLAN_BYTES")
     resultSignature = SignatureField()
     metadata = SizedJSONObjectField(required=False, help_text="Merged into the session's metadata.")
@@ -185,7 +191,7 @@ class PullSessionApplyResultSerializer(serializers.Serializer):
 def _response_serializer(name: str, key: str, session_serializer, flag: str, flag_help: str):
     return type(
         name,
-        (serializers.Serializer,),
+        (Serializer,),
         {key: session_serializer(read_only=True), flag: serializers.BooleanField(read_only=True, help_text=flag_help)},
     )
 

@@ -8,8 +8,10 @@ from rest_framework.renderers import JSONRenderer
 from acp.api.registry_serializers import OwnedModelSerializer
 from acp.api.serializers import (
     JSONObjectField,
+    ModelSerializer,
     OwnedPrimaryKeyRelatedField,
     RejectUnknownFieldsMixin,
+    Serializer,
     StrictCharField,
 )
 from acp.models import Device, Environment, Project
@@ -59,7 +61,7 @@ class ThreadSerializer(RejectUnknownFieldsMixin, OwnedModelSerializer):
         ]
 
 
-class ThreadUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+class ThreadUpdateSerializer(RejectUnknownFieldsMixin, Serializer):
     unknown_field_message = NOT_AN_AGENT_RUNNER
     unknown_field_messages = {"environmentId": "A thread's environment is set when it is created."}
 
@@ -123,7 +125,7 @@ class DeviceField(OwnedPrimaryKeyRelatedField):
         return queryset if device_id is None else queryset.filter(pk=device_id)
 
 
-class LocalSessionCreateSerializer(serializers.Serializer):
+class LocalSessionCreateSerializer(Serializer):
     deviceId = DeviceField(source="device", queryset=Device.objects.all())
     workspaceBindingId = OwnedPrimaryKeyRelatedField(
         source="workspace_binding", queryset=WorkspaceBinding.objects.all(), required=False, allow_null=True
@@ -141,12 +143,12 @@ class LocalSessionCreateSerializer(serializers.Serializer):
         return attrs
 
 
-class LocalSessionHeartbeatSerializer(serializers.Serializer):
+class LocalSessionHeartbeatSerializer(Serializer):
     metadata = JSONObjectField(required=False)
     error = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=65536)
 
 
-class LocalSessionCompleteSerializer(serializers.Serializer):
+class LocalSessionCompleteSerializer(Serializer):
     status = serializers.ChoiceField(choices=sorted(SESSION_TERMINAL_STATES), default=SessionStatus.COMPLETED)
     completedAt = serializers.DateTimeField(source="completed_at", required=False, allow_null=True)
     error = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=65536)
@@ -183,12 +185,12 @@ class ControlCommandSerializer(OwnedModelSerializer):
         ]
 
 
-class ControlCommandCreateSerializer(serializers.Serializer):
+class ControlCommandCreateSerializer(Serializer):
     commandType = serializers.ChoiceField(source="command_type", choices=CommandType.choices)
     payload = JSONObjectField(required=False, default=dict)
 
 
-class ControlCommandAckSerializer(serializers.Serializer):
+class ControlCommandAckSerializer(Serializer):
     status = serializers.ChoiceField(
         choices=[CommandStatus.ACKNOWLEDGED, CommandStatus.COMPLETED, CommandStatus.CANCELLED],
         required=False,
@@ -204,7 +206,7 @@ class ControlCommandAckSerializer(serializers.Serializer):
 # --- thread events -----------------------------------------------------------------------------------------------
 
 
-class ThreadEventSerializer(serializers.ModelSerializer):
+class ThreadEventSerializer(ModelSerializer):
     threadId = _uuid("thread_id")
     sessionId = _uuid("session_id", allow_null=True)
     sequence = serializers.IntegerField(read_only=True, help_text="1, 2, 3… per thread, with no gap.")
@@ -226,7 +228,7 @@ class ThreadEventSerializer(serializers.ModelSerializer):
 EVENT_TYPE = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "Letters, digits and _ . : - only.")
 
 
-class IngestEventSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+class IngestEventSerializer(RejectUnknownFieldsMixin, Serializer):
     type = StrictCharField(max_length=64, validators=[EVENT_TYPE])
     sessionId = serializers.UUIDField(source="session_id", required=False, allow_null=True)
     data = JSONObjectField(required=False, default=dict)
@@ -242,7 +244,7 @@ class IngestEventSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         return value
 
 
-class ThreadEventIngestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+class ThreadEventIngestSerializer(RejectUnknownFieldsMixin, Serializer):
     events = IngestEventSerializer(many=True, allow_empty=False)
 
     def validate_events(self, value):
@@ -256,7 +258,7 @@ class ThreadEventIngestSerializer(RejectUnknownFieldsMixin, serializers.Serializ
         return [NewEvent(source=source, **event) for event in self.validated_data["events"]]
 
 
-class ThreadEventIngestResultSerializer(serializers.Serializer):
+class ThreadEventIngestResultSerializer(Serializer):
     success = serializers.BooleanField()
     eventsProcessed = serializers.IntegerField(help_text="How many events the batch had.")
     persistedCount = serializers.IntegerField(help_text="How many were new (not already stored by clientEventId).")
@@ -265,7 +267,7 @@ class ThreadEventIngestResultSerializer(serializers.Serializer):
 EVENT_PAGE_MAX = 500
 
 
-class ThreadEventParamsSerializer(serializers.Serializer):
+class ThreadEventParamsSerializer(Serializer):
     """The query of `GET /v1/threads/{id}/events`; unknown parameters are refused by the view."""
 
     after = serializers.IntegerField(min_value=0, required=False, help_text="A sequence or cursor: events after it.")

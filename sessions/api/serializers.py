@@ -3,7 +3,13 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from acp.api.serializers import JSONObjectField, OwnedPrimaryKeyRelatedField, StrictCharField
+from acp.api.serializers import (
+    JSONObjectField,
+    ModelSerializer,
+    OwnedPrimaryKeyRelatedField,
+    Serializer,
+    StrictCharField,
+)
 from acp.models import Device, Project
 from commands.models import Thread
 from sessions import services
@@ -11,7 +17,7 @@ from sessions.choices import AckStatus, CodeMode, LaunchStatus, Thinking
 from sessions.models import Launch, Workspace
 
 
-class WorkspaceSerializer(serializers.ModelSerializer):
+class WorkspaceSerializer(ModelSerializer):
     name = StrictCharField(max_length=200, trim_whitespace=True)
     project_id = OwnedPrimaryKeyRelatedField(
         source="project", queryset=Project.objects.all(), allow_null=True, required=False
@@ -39,16 +45,16 @@ class WorkspaceSerializer(serializers.ModelSerializer):
 # --- session_settings: the known parts are validated, anything else is kept as sent -----------------
 
 
-class ClaudeCodeSettingsSerializer(serializers.Serializer):
+class ClaudeCodeSettingsSerializer(Serializer):
     model = StrictCharField(max_length=200, required=False, allow_null=True, help_text="e.g. haiku")
 
 
-class CodexSettingsSerializer(serializers.Serializer):
+class CodexSettingsSerializer(Serializer):
     model = StrictCharField(max_length=200, required=False, allow_null=True, help_text="e.g. gpt-5.1-codex-max")
     thinking = serializers.ChoiceField(choices=Thinking.choices, required=False, allow_null=True)
 
 
-class ProvidersSerializer(serializers.Serializer):
+class ProvidersSerializer(Serializer):
     """Known providers are validated; other provider keys are allowed, and must be objects."""
 
     claude_code = ClaudeCodeSettingsSerializer(required=False)
@@ -63,7 +69,7 @@ class ProvidersSerializer(serializers.Serializer):
         return {**validated, **extra}
 
 
-class CodeSettingsSerializer(serializers.Serializer):
+class CodeSettingsSerializer(Serializer):
     mode = serializers.ChoiceField(choices=CodeMode.choices, required=False, allow_null=True)
     default_provider = StrictCharField(
         max_length=100, required=False, allow_null=True, help_text="Must be a key of `code.providers`."
@@ -77,11 +83,11 @@ class CodeSettingsSerializer(serializers.Serializer):
         return attrs
 
 
-class VoiceSettingsSerializer(serializers.Serializer):
+class VoiceSettingsSerializer(Serializer):
     language = StrictCharField(max_length=64, required=False, allow_null=True)
 
 
-class SessionSettingsSerializer(serializers.Serializer):
+class SessionSettingsSerializer(Serializer):
     code = CodeSettingsSerializer(required=False)
     voice = VoiceSettingsSerializer(required=False)
 
@@ -101,7 +107,7 @@ class SessionSettingsField(JSONObjectField):
 # --- launching ----------------------------------------------------------------------------------------
 
 
-class LaunchRequestSerializer(serializers.Serializer):
+class LaunchRequestSerializer(Serializer):
     """Request body used to start a session for a workspace (every field optional)."""
 
     machine_id = OwnedPrimaryKeyRelatedField(
@@ -156,7 +162,7 @@ class LaunchRequestSerializer(serializers.Serializer):
         return attrs
 
 
-class LaunchAnswerSerializer(serializers.Serializer):
+class LaunchAnswerSerializer(Serializer):
     """Daemon acknowledgement returned after a launch request."""
 
     status = serializers.CharField(help_text="Launch status: 'ok' or 'error'.")
@@ -168,7 +174,7 @@ class LaunchAnswerSerializer(serializers.Serializer):
     )
 
 
-class LaunchSerializer(serializers.ModelSerializer):
+class LaunchSerializer(ModelSerializer):
     """A launch, with its request and its outcome."""
 
     workspace_id = serializers.UUIDField(read_only=True)
@@ -210,12 +216,12 @@ class LaunchSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class LaunchAckSerializer(serializers.Serializer):
+class LaunchAckSerializer(Serializer):
     status = serializers.ChoiceField(choices=AckStatus.choices, help_text="'ok': the agent runs; 'error': it did not.")
     payload = JSONObjectField(required=False, allow_null=True, help_text="Details (e.g. pid, or an error code).")
 
 
-class LaunchQueueSerializer(serializers.Serializer):
+class LaunchQueueSerializer(Serializer):
     """The daemon's fetch: the list envelope of pending launches, oldest first."""
 
     object = serializers.ChoiceField(choices=["list"])
