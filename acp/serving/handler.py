@@ -29,6 +29,14 @@ class OptimisedASGIHandler(PooledThreadsASGIHandler):
         finally:
             settings.MIDDLEWARE = listed
 
+    async def listen_for_disconnect(self, receive):
+        """Django's, ending without an exception on the disconnect: `handle` ignores its RequestAborted anyway, and
+        that exception, kept by the finished task with a traceback through `handle` (whose frame holds the task),
+        made every request a reference cycle (uvicorn says "disconnect" as soon as the answer is sent)."""
+        message = await receive()
+        if message["type"] != "http.disconnect":
+            raise AssertionError(f"Invalid ASGI message after request body: {message['type']}")  # as Django
+
     async def run_get_response(self, request):
         response = await super().run_get_response(request)
         # Closed once it is sent (not when the client went away meanwhile: the view may still be running then).

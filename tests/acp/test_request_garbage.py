@@ -50,14 +50,18 @@ async def call(app, method: str, path: str, token: str, body: dict | None = None
     }
     messages = [{"type": "http.request", "body": content, "more_body": False}]
     sent = []
+    answered = asyncio.Event()
 
     async def receive():
         if messages:
             return messages.pop()
-        await asyncio.Event().wait()  # the client stays until the answer is sent
+        await answered.wait()  # as uvicorn: once the answer is sent, the request's `receive` says it is over
+        return {"type": "http.disconnect"}
 
     async def send(message):
         sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            answered.set()
 
     await app(scope, receive, send)
     return sent[0]["status"]
