@@ -1,16 +1,22 @@
 """The check psycopg's pool runs on a connection before handing it out (with DATABASE_POOL=1)."""
 
+import select
+
 from django.db.backends.signals import connection_created
+from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 
 def check_pooled_connection(conn) -> None:
     """Raise if `conn` is broken; then check every idle connection of the pool at once.
 
-    One broken connection usually means they all broke (a database restart, a failover, pg_terminate_backend).
-    The pool would otherwise try them one by one with a growing pause after each failure (0, 1, 2, 4 s…), and a
+    A connection that is idle and has nothing to read is handed out without a round trip (`_quiet`). One that
+    fails its round trip usually means they all broke (a database restart, a failover, pg_terminate_backend):
+    the pool would otherwise try them one by one with a growing pause after each failure (0, 1, 2, 4 s…), and a
     request would time out behind a handful of dead connections (tests/sessions/test_faults.py).
     """
+    if _quiet(conn):
+        return
     try:
         ConnectionPool.check_connection(conn)
     except Exception:
@@ -18,6 +24,26 @@ def check_pooled_connection(conn) -> None:
 
         connections[DEFAULT_DB_ALIAS].pool.check()
         raise
+
+
+def _quiet(conn) -> bool:
+    """Whether `conn` is open, idle, and nothing has arrived on it since it was last used.
+
+    A backend that ends (terminated, its server stopping or restarting) says so on the socket first (a FATAL
+    message, then the end of the stream), so a quiet connection needs no round trip to be trusted; what a round
+    trip would add, a route that died in silence, it cannot tell either (it waits as the query would, until TCP
+    gives up). The round trip cost every request, channel connect and long-poll check a statement of its own.
+    poll(), not select(): a process holding 10,000 channels has descriptors above select()'s 1,024.
+    """
+    pgconn = conn.pgconn
+    if pgconn.status != pq.ConnStatus.OK or pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        return False
+    try:
+        arrived = select.poll()
+        arrived.register(pgconn.socket, select.POLLIN)
+        return not arrived.poll(0)
+    except (OSError, ValueError):
+        return False
 
 
 def _use_our_check(sender, connection, **kwargs) -> None:

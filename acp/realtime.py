@@ -254,9 +254,12 @@ def round_trip(pgconn, timeout: float) -> list[str]:
 
 
 def _wait_socket(pgconn, deadline: float, *, write: bool = False) -> None:
+    # poll(), not select(): a listener that reconnects in a process holding 10,000 channels gets a descriptor above
+    # select()'s 1,024, where select() refuses to wait at all (each check then failed, and the listener reconnected).
     remaining = deadline - time.monotonic()
-    sockets = ([], [pgconn.socket], []) if write else ([pgconn.socket], [], [])
-    if remaining <= 0 or not any(select.select(*sockets, remaining)):
+    waiting = select.poll()
+    waiting.register(pgconn.socket, select.POLLOUT if write else select.POLLIN)
+    if remaining <= 0 or not waiting.poll(remaining * 1000):
         raise TimeoutError("the listener's database connection did not answer in time")
 
 

@@ -1,6 +1,8 @@
 """Long-poll waiting (acp/api/longpoll.py): the timer re-check, the last resort for a wake-up that never came."""
 
 import asyncio
+import os
+import resource
 import time
 
 import pytest
@@ -82,3 +84,25 @@ def test_a_notification_from_a_subscriptions_origin_wakes_every_other_subscriber
     finally:
         for subscription in (own, other, plain):
             subscription.close()
+
+
+@pytest.mark.django_db
+def test_the_listeners_round_trip_works_on_a_descriptor_above_1024():
+    """A listener that reconnects in a process holding thousands of channels gets a descriptor above 1,024, where
+    select() cannot wait: its check must still go through."""
+    import psycopg
+
+    from acp.realtime import _listener_conninfo, round_trip
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2048), hard))
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with psycopg.connect(**_listener_conninfo(), autocommit=True) as conn:
+            assert conn.pgconn.socket > 1024
+            assert round_trip(conn.pgconn, timeout=5) == []  # nothing notified meanwhile
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
