@@ -373,7 +373,7 @@ class ChannelBench:
         )
         return row
 
-    def storm_with_prepare(self, idle_cores: float) -> dict:
+    def storm_with_prepare(self) -> dict:
         window = self.args.storm
         log(f"reconnect storm +prepare: prepare-spread over the {window:g}s storm")
         spec = self.bench.prepare_spec(self.server, hot=False)
@@ -388,20 +388,17 @@ class ChannelBench:
         raw.update(cpu=cpu, generator_cpu_cores=[round(raw["generator_cpu_s"] / window, 2)])
         for key in ("completed", "window_s", "generator_cpu_s"):
             raw.pop(key, None)
-        prepare_row = self.bench.record("prepare-spread +storm", raw, window=window)
-        per_prepare = self.rows["prepare-spread 1 worker"].get("server_cpu_ms_per_request", 0.0)
-        prepare_share = per_prepare * prepare_row["requests"] / 1000
-        own = storm_row["worker_cpu_s"] - prepare_share - idle_cores * storm_row["elapsed_s"]
-        storm_row["worker_cpu_ms_per_reconnect"] = round(1000 * own / max(1, storm_row["reconnects"]), 2)
-        storm_row["prepare_share_cpu_s"] = round(prepare_share, 2)
+        self.bench.record("prepare-spread +storm", raw, window=window)
+        # No CPU per reconnect here: the worker's CPU minus the prepares' share at their no-channel cost came out
+        # anywhere from 3.8 ms to below zero; the storm alone measures it.
         storm_row["errors"] = (
             storm_row["storm_errors"] + storm_row["dropped"] + storm_row["replaced"] + max(0, storm_row["not_back"])
         )
         self.rows["reconnect storm +prepare"] = storm_row
         print(
             f"{'reconnect storm +prepare':<26} {storm_row['reconnects']} reconnects in {storm_row['elapsed_s']}s, "
-            f"errors {storm_row['errors']}   | {storm_row['worker_cpu_ms_per_reconnect']} ms worker CPU/reconnect "
-            f"(the prepares' {prepare_share:.1f} s at their no-channel cost deducted)",
+            f"errors {storm_row['errors']}   | the worker {storm_row['worker_cpu_s'] / storm_row['elapsed_s']:.2f} "
+            "cores with the prepares",
             flush=True,
         )
         return storm_row
@@ -521,16 +518,15 @@ def targets(rows: dict) -> dict:
             )
         )
     poll = rows.get("launch poll wait=0", {}).get("worker_cpu_ms_per_poll")
-    for name in ("reconnect storm alone", "reconnect storm +prepare"):
-        per = rows.get(name, {}).get("worker_cpu_ms_per_reconnect")
-        if per is not None and poll:
-            lines.append(
-                (
-                    f"{name}: worker CPU per reconnect = {per} ms; per launch poll (wait=0) {poll} ms; "
-                    f"ratio {per / poll:.2f}   target ≤ 0.33",
-                    per / poll <= 1 / 3,
-                )
+    per = rows.get("reconnect storm alone", {}).get("worker_cpu_ms_per_reconnect")
+    if per is not None and poll:
+        lines.append(
+            (
+                f"reconnect storm alone: worker CPU per reconnect = {per} ms; per launch poll (wait=0) {poll} ms; "
+                f"ratio {per / poll:.2f}   target ≤ 0.33",
+                per / poll <= 1 / 3,
             )
+        )
     errors = {name: row.get("errors", 0) for name, row in rows.items()}
     out["errors"] = errors
     lines.append((f"errors: {sum(errors.values())} in all {errors}   target 0", not any(errors.values())))
@@ -610,7 +606,7 @@ def main() -> int:
         lambda: cb.prepare("prepare-spread +channels"),
         cb.command_delivery,
         storm_alone,
-        lambda: cb.storm_with_prepare(cb.rows["idle channels"]["worker_cores_idle"]),
+        cb.storm_with_prepare,
     ]
     if args.profile:
         steps.append(

@@ -1,6 +1,6 @@
 """A request served by the optimised ASGI handler leaves no reference cycle behind: what it made is freed when it
 ends, not by a pass of the cyclic collector, whose passes held a worker with 10,000 machine channels for 10-150 ms
-(bench/channel.py). See acp.serving.handler.release_request and acp.api.serializers.WeaklyBoundFieldsMixin.
+(bench/channel.py). See acp/serving/cycles.py and acp.api.serializers.WeaklyBoundFieldsMixin.
 
 Each case runs once to warm up, then once with the collector saving what it would free (`gc.DEBUG_SAVEALL`).
 """
