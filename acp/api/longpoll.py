@@ -39,7 +39,8 @@ class LongPoll:
     """What to wait for: `check()` until it gives an answer, else `on_timeout()` after `timeout` seconds.
 
     The callables are plain synchronous functions; they run in a worker thread and must not leave a transaction
-    open. `on_shutdown` answers when the server stops meanwhile (by default the timeout's answer).
+    open, nor use the DRF view or its request (`long_poll_view` lets go of them before the wait: close over what
+    they need). `on_shutdown` answers when the server stops meanwhile (by default the timeout's answer).
     """
 
     key: str

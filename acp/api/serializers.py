@@ -11,13 +11,14 @@ from rest_framework.utils.serializer_helpers import BindingDict
 
 
 class WeaklyBoundFieldsMixin:
-    """Bind a serializer's fields (and a `many=True` list's child) to it through a weak reference.
+    """Bind a serializer's fields to it, and a list's or dict's child to its list, through a weak reference.
 
     DRF binds each field to its serializer (`field.parent`) while the serializer holds its fields, so every
     serializer that was used is a reference cycle, and the request, view and response it reaches through its
     context go with it: ~200 objects per request that only the cyclic collector frees, in passes of 10–90 ms with
     a worker holding 10,000 machine channels (the tail of a command's create → event, bench/channel.py). Bound
-    weakly, they are freed as soon as the request lets go of them. A field lives only as long as its serializer.
+    weakly, they are freed as soon as the request lets go of them. So hold the serializer, not one of its fields:
+    once nothing holds it, a field's `parent`, `root` and `context` raise ReferenceError.
     """
 
     @cached_property
@@ -25,13 +26,21 @@ class WeaklyBoundFieldsMixin:
         fields = BindingDict(weakref.proxy(self))
         for name, field in self.get_fields().items():
             fields[name] = field
+            _bind_child_weakly(field)  # a declared `many=True` serializer, a ListField, a DictField
         return fields
 
     @classmethod
     def many_init(cls, *args, **kwargs):
         many = super().many_init(*args, **kwargs)
-        many.child.parent = weakref.proxy(many)
+        _bind_child_weakly(many)
         return many
+
+
+def _bind_child_weakly(field) -> None:
+    """The child of a ListSerializer, ListField or DictField, bound to it as DRF binds it (`child.parent`), weakly."""
+    child = getattr(field, "child", None)
+    if child is not None:
+        child.parent = weakref.proxy(field)
 
 
 class Serializer(WeaklyBoundFieldsMixin, serializers.Serializer):

@@ -6,7 +6,8 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from acp.dbpool import check_pooled_connection
+from acp import dbpool
+from acp.dbpool import check_pooled_connection, note_given_back
 from acp.realtime import _listener_conninfo
 
 pytestmark = pytest.mark.django_db
@@ -24,9 +25,17 @@ def wait_for(condition, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def test_a_quiet_connection_is_lent_without_a_round_trip_and_a_terminated_one_is_not_lent():
+def one_connection_pool() -> tuple[ConnectionPool, dict]:
+    """A pool of one connection checked and given back as the server's are (acp.dbpool.install)."""
     info = {**_listener_conninfo(), "application_name": "acp-pool-check"}
-    pool = ConnectionPool(kwargs=info, min_size=1, max_size=1, check=check_pooled_connection, open=True)
+    pool = ConnectionPool(
+        kwargs=info, min_size=1, max_size=1, check=check_pooled_connection, reset=note_given_back, open=True
+    )
+    return pool, info
+
+
+def test_a_quiet_connection_is_lent_without_a_round_trip_and_a_terminated_one_is_not_lent():
+    pool, info = one_connection_pool()
     try:
         with psycopg.connect(**info, autocommit=True) as admin:
             with pool.connection() as conn:
@@ -42,5 +51,20 @@ def test_a_quiet_connection_is_lent_without_a_round_trip_and_a_terminated_one_is
             with pool.connection() as conn:  # not lent: replaced by a new one
                 assert conn.info.backend_pid != pid
                 assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pool.close()
+
+
+def test_a_connection_idle_longer_than_the_window_gets_its_round_trip(monkeypatch):
+    """A NAT, a load balancer or a rebooted host that dropped a connection answers only when spoken to."""
+    monkeypatch.setattr(dbpool, "RECENTLY_GIVEN_BACK", 0.0)
+    pool, info = one_connection_pool()
+    try:
+        with psycopg.connect(**info, autocommit=True) as admin:
+            with pool.connection() as conn:
+                pid = conn.info.backend_pid
+            with pool.connection() as conn:
+                assert conn.info.backend_pid == pid
+                assert last_statement(admin, pid) == ""  # the pool's check: an empty statement
     finally:
         pool.close()
