@@ -21,6 +21,7 @@ from sessions.selectors import PendingWork
 from tests.bindings.helpers import sessions_url
 from tests.commands.conftest import control_url, make_command
 from tests.conftest import make_token
+from tests.sessions.test_fast_streams import bearer, channel, http_scope, serve
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,26 +29,16 @@ PLAN = {"files": [{"path": "a.py", "sha": "abc", "size": 1}]}
 
 
 async def call(app, method: str, path: str, token: str, body: dict | None = None, query: bytes = b"") -> int:
+    """Send a request with a JSON body (or none) and read its answer to the end, as uvicorn would."""
     content = json.dumps(body).encode() if body is not None else b""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": [
-            (b"host", b"localhost"),
-            (b"authorization", b"Bearer " + token.encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(content)).encode()),
-        ],
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope(
+        path,
+        bearer(token),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+        query=query,
+        method=method,
+    )
     messages = [{"type": "http.request", "body": content, "more_body": False}]
     sent = []
     answered = asyncio.Event()
@@ -191,49 +182,13 @@ def test_a_channel_fetch_leaves_no_reference_cycle(work):
     assert garbage == [], described(garbage)
 
 
-async def connect_and_leave(app, work) -> bytes:
-    """Open the machine's channel on the fast path, wait for its first bytes, then go away."""
-    path = f"/api/v1/machines/{work['device'].id}/stream"
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"localhost"), (b"authorization", b"Bearer " + work["device_token"].encode())],
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 80),
-    }
-    first_bytes = asyncio.Event()
-    received = []
-
-    async def receive():
-        if not received:
-            received.append(True)
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await first_bytes.wait()
-        return {"type": "http.disconnect"}
-
-    body = []
-
-    async def send(message):
-        if message.get("body"):
-            body.append(message["body"])
-            first_bytes.set()
-
-    await app(scope, receive, send)
-    return b"".join(body)
-
-
 def test_a_channel_connect_leaves_no_reference_cycle(loop, work):
     app = FastStreamRouter(OptimisedASGIHandler(), fast_streams())
+    token = work["device_token"]
 
-    def run():
-        assert loop.run_until_complete(connect_and_leave(app, work)).startswith(b": connected")
+    def run():  # open the machine's channel on the fast path, then go away once it says it is connected
+        status, _, body = loop.run_until_complete(serve(app, http_scope(channel(work["device"].id), bearer(token))))
+        assert status == 200 and body.startswith(b": connected")
 
     run()
     garbage = cyclic_garbage(run)
