@@ -339,15 +339,20 @@ class ChannelBench:
         elapsed = time.monotonic() - t0
         cpu = common.cpu_seconds([self.worker]) - cpu0
         reconnects = status["storm_reconnects"] - before.get("storm_reconnects", 0)
+        storm_errors = status["connect_errors"] - before.get("connect_errors", 0)
+        not_back = len(self.data["channels"]) - status["connected"]
+        dropped = status["dropped"] - before.get("dropped", 0)
+        replaced = status["replaced"] - before.get("replaced", 0)
         return {
             "window_s": window,
             "elapsed_s": round(elapsed, 1),
             "reconnects": reconnects,
-            "storm_errors": status["connect_errors"] - before.get("connect_errors", 0),
-            "not_back": len(self.data["channels"]) - status["connected"],
+            "storm_errors": storm_errors,
+            "not_back": not_back,
             "error_samples": status.get("error_samples", [])[-5:],
-            "dropped": status["dropped"] - before.get("dropped", 0),
-            "replaced": status["replaced"] - before.get("replaced", 0),
+            "dropped": dropped,
+            "replaced": replaced,
+            "errors": storm_errors + dropped + replaced + max(0, not_back),
             "connected_after": status["connected"],
             "refused": status.get("refused"),
             "worker_cpu_s": round(cpu, 2),
@@ -363,7 +368,6 @@ class ChannelBench:
         row = self.storm(1)
         own = row["worker_cpu_s"] - idle_cores * row["elapsed_s"]
         row["worker_cpu_ms_per_reconnect"] = round(1000 * own / max(1, row["reconnects"]), 2)
-        row["errors"] = row["storm_errors"] + row["dropped"] + row["replaced"] + max(0, row["not_back"])
         self.rows["reconnect storm alone"] = row
         print(
             f"{'reconnect storm alone':<26} {row['reconnects']} reconnects in {row['elapsed_s']}s, errors "
@@ -391,9 +395,6 @@ class ChannelBench:
         self.bench.record("prepare-spread +storm", raw, window=window)
         # No CPU per reconnect here: the worker's CPU minus the prepares' share at their no-channel cost came out
         # anywhere from 3.8 ms to below zero; the storm alone measures it.
-        storm_row["errors"] = (
-            storm_row["storm_errors"] + storm_row["dropped"] + storm_row["replaced"] + max(0, storm_row["not_back"])
-        )
         self.rows["reconnect storm +prepare"] = storm_row
         print(
             f"{'reconnect storm +prepare':<26} {storm_row['reconnects']} reconnects in {storm_row['elapsed_s']}s, "
