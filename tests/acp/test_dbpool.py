@@ -1,7 +1,5 @@
 """The pool's check on lending a connection (acp/dbpool.py), on a real pool of real connections."""
 
-import time
-
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
@@ -9,6 +7,7 @@ from psycopg_pool import ConnectionPool
 from acp import dbpool
 from acp.dbpool import check_pooled_connection, note_given_back
 from acp.realtime import _listener_conninfo
+from tests.sessions.live import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -16,13 +15,6 @@ pytestmark = pytest.mark.django_db
 def last_statement(admin, pid: int) -> str | None:
     row = admin.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
     return None if row is None else row[0]
-
-
-def wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.02)
 
 
 def one_connection_pool() -> tuple[ConnectionPool, dict]:
@@ -47,7 +39,8 @@ def test_a_quiet_connection_is_lent_without_a_round_trip_and_a_terminated_one_is
                 assert last_statement(admin, pid) == returned
 
             admin.execute("SELECT pg_terminate_backend(%s)", [pid])  # while it waits in the pool
-            wait_for(lambda: last_statement(admin, pid) is None)  # the backend said FATAL and is gone
+            # the backend said FATAL and is gone
+            wait_until(lambda: last_statement(admin, pid) is None, 10, 0.02, "the terminated backend to exit")
             with pool.connection() as conn:  # not lent: replaced by a new one
                 assert conn.info.backend_pid != pid
                 assert conn.execute("SELECT 1").fetchone() == (1,)
