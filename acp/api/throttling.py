@@ -96,13 +96,26 @@ class TokenRateThrottle(BaseThrottle):
             return True
         bucket = DAEMON if getattr(view, "action", None) in getattr(view, "daemon_actions", ()) else API
         now = time.time()
-        usage = token_usage(token, bucket, now)
+        usage = _counted_already(request, token, bucket) or token_usage(token, bucket, now)
         if usage is None:
             return True
         request._request.acp_rate_limit = usage
         if usage.exceeded:
             raise RateLimited(usage, now)
         return True
+
+
+# The ASGI scope key under which a request handed on to Django carries the usage it was already counted as
+# (acp/serving/fast_streams.py counts a channel connect before it knows whether it will serve it): (token id, Usage).
+COUNTED_SCOPE_KEY = "acp.rate_limit_counted"
+
+
+def _counted_already(request, token, bucket: str) -> Usage | None:
+    counted = getattr(request._request, "scope", {}).get(COUNTED_SCOPE_KEY)
+    if counted is None:
+        return None
+    token_id, usage = counted
+    return usage if token_id == token.pk and usage.bucket == bucket else None
 
 
 def token_usage(token, bucket: str, now: float) -> Usage | None:

@@ -9,7 +9,8 @@ host Django accepts, HTTPS where it is required — is served here: the same aut
 as the DRF view, on a worker thread, then the same stream body (acp/api/sse.py). Every other request, and any the
 opener refuses (not the caller's machine), goes on to Django, which answers it as it always does (400, 401, 403,
 404, 429, …): only answers Django would give with a 200 are given here, with the headers Django would send (a
-test compares them). A request handed on has been counted against its budget here too.
+test compares them). A request handed on after its token was counted carries that count to Django's throttle
+(`COUNTED_SCOPE_KEY`), which uses it instead of counting the request a second time.
 
 With ACP_SERVING=stock this path is off and Django serves every stream.
 """
@@ -36,7 +37,7 @@ from acp import composition
 from acp.api.authentication import authenticate_raw_token
 from acp.api.permissions import needed_scope
 from acp.api.sse import MEDIA_TYPE, STREAM_HEADERS, EventStream, OpenedStream, open_stream
-from acp.api.throttling import API, DAEMON, token_usage
+from acp.api.throttling import API, COUNTED_SCOPE_KEY, DAEMON, Usage, token_usage
 from acp.asgi_guards import refuse
 from acp.serving.request_threads import run_in_background
 
@@ -69,6 +70,17 @@ class FastStream:
         if getattr(found.func, "cls", None) is not self.view or found.func.actions.get("get") != self.action:
             return None
         return found.kwargs
+
+
+@dataclass(frozen=True)
+class _HandOn:
+    """Django answers this request (not the caller's machine, a spent budget…); `counted`: the usage it was already
+    counted as, with its token's id, or None if it was not counted."""
+
+    counted: tuple[object, Usage] | None = None
+
+    def scope(self, scope: dict) -> dict:
+        return scope if self.counted is None else {**scope, COUNTED_SCOPE_KEY: self.counted}
 
 
 @dataclass
@@ -114,8 +126,8 @@ class FastStreamRouter:
             opened = await run_in_background(lambda: _open(plain))
         finally:
             turns.release()
-        if opened is None:
-            return await self.app(scope, receive, send)
+        if isinstance(opened, _HandOn):
+            return await self.app(opened.scope(scope), receive, send)
         stream, usage_headers = opened
         await _serve(stream, _headers(plain, usage_headers), receive, send)
 
@@ -247,22 +259,25 @@ def _host_allowed(headers: dict, policy: _Policy) -> bool:
 
 
 def _open(plain: _Plain):
-    """On a worker thread: authenticate, check the scopes and the budget as the DRF view's classes do, and open."""
+    """On a worker thread: authenticate, check the scopes and the budget as the DRF view's classes do, and open.
+
+    The opened stream and its rate-limit headers, or `_HandOn` for Django to answer."""
     try:
         user, token = authenticate_raw_token(plain.token)
     except AuthenticationFailed:
-        return None
+        return _HandOn()
     view, action = plain.stream.view, plain.stream.action
     if needed_scope(view, action, "GET") not in token.scopes:
-        return None
+        return _HandOn()
     if token.device_id is not None and action not in view.device_token_actions:
-        return None
+        return _HandOn()
     usage = _rate_limit(token, DAEMON if action in view.daemon_actions else API)
+    counted = _HandOn(None if usage is None else (token.pk, usage))
     if usage is not None and usage.exceeded:
-        return None  # Django counts it again and answers 429
+        return counted  # Django answers 429
     stream = plain.stream.open(SimpleNamespace(user=user, auth=token), **plain.kwargs)
     if stream is None:
-        return None
+        return counted  # Django answers 404
     return open_stream(stream), ({} if usage is None else usage.headers(time.time()))
 
 

@@ -15,6 +15,7 @@ from acp.choices import Scope
 from acp.models import ApiToken, Device
 from acp.services import token_hash, token_revoke
 from acp.serving.fast_streams import FastStreamRouter, fast_streams
+from acp.serving.handler import OptimisedASGIHandler
 from commands.services import command_enqueue, local_session_create, thread_create
 from tests.conftest import make_token
 
@@ -162,6 +163,22 @@ def test_a_spent_budget_goes_to_django_which_answers_429(router, settings, user,
     settings.ACP_RATELIMIT_DEVICE = "2/hour"
     plain = [(b"accept", SSE), bearer(make_token(user, device=device))]
     assert [call(router, http_scope(channel(device.pk), *plain))[0] for _ in range(3)] == [200, 200, 599]
+
+
+def test_a_connect_handed_on_to_django_is_counted_once(settings, user, device):
+    """The fast path counts a connect before it knows whether it serves it; Django's answer uses that count."""
+    settings.ACP_RATELIMIT_DEVICE = "3/hour"  # an hour's window: one that ended mid-test would refill the budget
+    router = FastStreamRouter(OptimisedASGIHandler(), fast_streams())
+    not_its_machine = Device.objects.create(user=user, name="desktop")
+    scope = http_scope(channel(not_its_machine.pk), (b"accept", SSE), bearer(make_token(user, device=device)))
+    loop = asyncio.new_event_loop()  # one loop for the four, as in a server process
+    try:
+        answers = [loop.run_until_complete(asyncio.wait_for(serve(router, scope), 5)) for _ in range(4)]
+    finally:
+        loop.close()
+    assert [status for status, _, _ in answers] == [404, 404, 404, 429]
+    remaining = [dict((name.lower(), value) for name, value in headers.items()) for _, headers, _ in answers]
+    assert [headers[b"ratelimit-remaining"] for headers in remaining] == [b"2", b"1", b"0", b"0"]
 
 
 def test_connects_take_turns_and_one_that_waited_too_long_is_told_to_come_back(settings, user, device):
