@@ -45,6 +45,8 @@ import run  # noqa: E402
 from common import CpuMeter, Postgres, Server, log, summarise  # noqa: E402
 
 REAL_MACHINES = 4
+THREADS = ("event loop", "other threads")  # common.thread_cpu_seconds's split of the worker
+ONE_AT_A_TIME = 3000  # machines whose channel, then whose launch poll, the one-at-a-time step takes in
 
 
 def parse_args():
@@ -163,6 +165,32 @@ class ChannelBench:
     # -- prepare
     def prepare(self, name: str) -> dict:
         return self.bench.run_prepare(self.server, name, hot=False)
+
+    # -- one connect, then one poll, at a time
+    def one_at_a_time(self) -> dict:
+        count = min(ONE_AT_A_TIME, len(self.data["channels"]))
+        log(f"one at a time: {count} channel connects (each closed once connected), then {count} polls (wait=0)")
+        spec = {
+            "kind": "one_at_a_time",
+            "base_url": self.server.url,
+            "worker_pid": self.worker,
+            "channels": self.data["channels"][:count],
+            "polls": self.data["idle_polls"][:count],
+            "warm": 100,
+            "settle_s": 1.0,
+        }
+        row = common.run_child("channelgen.py", spec, timeout=600)
+        row["errors"] = row["connect"]["errors"] + row["poll"]["errors"]
+        self.rows["one at a time"] = row
+        for name in ("connect", "poll"):
+            cpu = row[name]["worker_cpu_ms"]
+            print(
+                f"{'one ' + name + ' at a time':<26} {row[name]['count']} in {row[name]['elapsed_s']}s, errors "
+                f"{row[name]['errors']}   | worker {sum(cpu.values()):.2f} ms CPU each: event loop "
+                f"{cpu[THREADS[0]]:.2f}, other threads {cpu[THREADS[1]]:.2f}",
+                flush=True,
+            )
+        return row
 
     # -- launch polls, wait=0
     def launch_polls(self, name: str = "launch poll wait=0") -> dict:
@@ -329,6 +357,7 @@ class ChannelBench:
         window = self.args.storm
         self.storm_file.write_text(json.dumps({"id": storm_id, "window_s": window, "seed": storm_id}))
         cpu0, t0 = common.cpu_seconds([self.worker]), time.monotonic()
+        by_thread0 = common.thread_cpu_seconds(self.worker)
         if during is not None:
             during()
         try:
@@ -338,6 +367,7 @@ class ChannelBench:
             status = run.read_status(self.status_file)
         elapsed = time.monotonic() - t0
         cpu = common.cpu_seconds([self.worker]) - cpu0
+        by_thread = {name: round(s - by_thread0[name], 2) for name, s in common.thread_cpu_seconds(self.worker).items()}
         reconnects = status["storm_reconnects"] - before.get("storm_reconnects", 0)
         storm_errors = status["connect_errors"] - before.get("connect_errors", 0)
         not_back = len(self.data["channels"]) - status["connected"]
@@ -356,6 +386,7 @@ class ChannelBench:
             "connected_after": status["connected"],
             "refused": status.get("refused"),
             "worker_cpu_s": round(cpu, 2),
+            "worker_cpu_s_by_thread": by_thread,
             "worker_after": self.worker_state(),
             "holder": status,
         }
@@ -369,10 +400,12 @@ class ChannelBench:
         own = row["worker_cpu_s"] - idle_cores * row["elapsed_s"]
         row["worker_cpu_ms_per_reconnect"] = round(1000 * own / max(1, row["reconnects"]), 2)
         self.rows["reconnect storm alone"] = row
+        loop, others = (1000 * row["worker_cpu_s_by_thread"][name] / max(1, row["reconnects"]) for name in THREADS)
         print(
             f"{'reconnect storm alone':<26} {row['reconnects']} reconnects in {row['elapsed_s']}s, errors "
             f"{row['errors']}   | {row['worker_cpu_ms_per_reconnect']} ms worker CPU/reconnect (close + open, the "
-            f"idle holding's {idle_cores:.3f} cores deducted)",
+            f"idle holding's {idle_cores:.3f} cores deducted; before that: event loop {loop:.2f}, other threads "
+            f"{others:.2f})",
             flush=True,
         )
         return row
@@ -518,6 +551,16 @@ def targets(rows: dict) -> dict:
                 p99 is not None and p99 <= 50,
             )
         )
+    one = rows.get("one at a time")
+    if one:
+        connect, poll = (sum(one[name]["worker_cpu_ms"].values()) for name in ("connect", "poll"))
+        lines.append(
+            (
+                f"one at a time, each on a new connection: worker CPU per connect (+ close) = {connect:.2f} ms; per "
+                f"launch poll (wait=0) {poll:.2f} ms; ratio {connect / poll:.2f}   target ≤ 0.33",
+                connect / poll <= 1 / 3,
+            )
+        )
     poll = rows.get("launch poll wait=0", {}).get("worker_cpu_ms_per_poll")
     per = rows.get("reconnect storm alone", {}).get("worker_cpu_ms_per_reconnect")
     if per is not None and poll:
@@ -602,6 +645,7 @@ def main() -> int:
     steps = [
         lambda: cb.prepare("prepare-spread 1 worker"),
         cb.launch_polls,
+        cb.one_at_a_time,
         cb.open_channels,
         lambda: cb.idle_cost(5.0 if args.quick else 10.0),
         lambda: cb.prepare("prepare-spread +channels"),

@@ -8,6 +8,9 @@ Kinds:
   commands  a few "real" daemons hold channels; per session a driver creates control commands (user token) and
             times the arrival of the `event: command` with that id on its machine's channel, which acks it
   polls     closed loop of `GET /api/v1/machines/{id}/launches?wait=0`, cycling through the machines' tokens
+  one_at_a_time
+            each machine's channel opened (until `: connected`) and closed, one after the other; then each machine's
+            `launches?wait=0` on a connection of its own: the worker's CPU per connect and per poll, by thread
 A connection is loadgen's RawStream (a raw socket, not an httpx client): 10,000 of them must be cheap to hold.
 Every loop is bounded in count and time; only loopback URLs are accepted.
 """
@@ -22,9 +25,11 @@ import resource
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import thread_cpu_seconds  # noqa: E402
 from loadgen import (  # noqa: E402
     RawStream,
     Recorder,
@@ -334,6 +339,65 @@ def poll_steps(spec: dict):
     return make_step
 
 
+# --- one at a time: what a connect and a poll cost the worker, with nothing else going on ----------------------------
+
+
+async def poll_on_its_own_connection(base_url: str, path: str, token: str) -> int:
+    """`GET path?wait=0` on a new connection (as a channel connect takes one), read to its end: the status."""
+    url = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        request = (
+            f"GET {path}?wait=0 HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {token}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        writer.write(request.encode())
+        answer = await reader.read()  # the server closes the connection after its answer
+    finally:
+        writer.close()
+    return int(answer.split(maxsplit=2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
+async def connect_and_close(base_url: str, path: str, token: str) -> int:
+    stream, _ = await open_channel(base_url, path, token, 10.0)
+    stream.close()
+    return 200
+
+
+async def one_at_a_time(spec: dict) -> dict:
+    """Each action in turn, none overlapping, after `warm` of them unmeasured; the worker's CPU by thread around the
+    measured ones, read once the worker is idle again (`settle_s` after the last answer)."""
+    result = {}
+    for name, action, machines in (
+        ("connect", connect_and_close, spec["channels"]),
+        ("poll", poll_on_its_own_connection, spec["polls"]),
+    ):
+        statuses: dict[int, int] = {}
+        for path, token in machines[: spec["warm"]]:
+            await action(spec["base_url"], path, token)
+        await asyncio.sleep(spec["settle_s"])
+        before, t0 = thread_cpu_seconds(spec["worker_pid"]), time.perf_counter()
+        for path, token in machines:
+            try:
+                status = await action(spec["base_url"], path, token)
+            except (TimeoutError, OSError, StreamRefused, ValueError):
+                status = 0
+            statuses[status] = statuses.get(status, 0) + 1
+        elapsed = time.perf_counter() - t0
+        await asyncio.sleep(spec["settle_s"])
+        after = thread_cpu_seconds(spec["worker_pid"])
+        result[name] = {
+            "count": len(machines),
+            "elapsed_s": round(elapsed, 2),
+            "statuses": statuses,
+            "errors": len(machines) - statuses.get(200, 0),
+            "worker_cpu_ms": {
+                thread: round(1000 * (after[thread] - before[thread]) / len(machines), 3) for thread in after
+            },
+        }
+    return result
+
+
 def main() -> None:
     spec = json.loads(sys.stdin.read())
     check_loopback(spec["base_url"])
@@ -345,6 +409,8 @@ def main() -> None:
         result = asyncio.run(commands(spec))
     elif kind == "polls":
         result = asyncio.run(closed_loop(spec, poll_steps(spec)))
+    elif kind == "one_at_a_time":
+        result = asyncio.run(one_at_a_time(spec))
     else:
         raise SystemExit(f"unknown kind {kind!r}")
     result.update(pid=os.getpid(), nofile=nofile)

@@ -386,8 +386,9 @@ def child_pids(parent: int) -> list[int]:
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (fields[11] is utime), or None if the process is gone."""
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (fields[11] is utime), or None if the process is gone;
+    `pid` may be "PID/task/TID" for one thread."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -413,6 +414,17 @@ def cpu_seconds(pids) -> float:
         if fields is not None:
             total += int(fields[11]) + int(fields[12])
     return total / _TICKS
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU seconds so far of the process's main thread (a uvicorn worker's event loop) and of all its
+    other threads together (request threads, the LISTEN thread: Python does not name them in /proc)."""
+    split = {"event loop": 0, "other threads": 0}
+    for task in glob.glob(f"/proc/{pid}/task/[0-9]*"):
+        fields = _stat_fields(f"{pid}/task/{task.rsplit('/', 1)[1]}")
+        if fields is not None:
+            split["event loop" if task.endswith(f"/{pid}") else "other threads"] += int(fields[11]) + int(fields[12])
+    return {name: ticks / _TICKS for name, ticks in split.items()}
 
 
 def postgres_cpu_seconds(postmaster_pids) -> float:
