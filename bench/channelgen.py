@@ -25,7 +25,6 @@ import resource
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -38,6 +37,7 @@ from loadgen import (  # noqa: E402
     client_for,
     closed_loop,
     create_command,
+    send_get,
     timed,
 )
 
@@ -344,14 +344,8 @@ def poll_steps(spec: dict):
 
 async def poll_on_its_own_connection(base_url: str, path: str, token: str) -> int:
     """`GET path?wait=0` on a new connection (as a channel connect takes one), read to its end: the status."""
-    url = urlsplit(base_url)
-    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    reader, writer = await send_get(base_url, f"{path}?wait=0", token, "Connection: close")
     try:
-        request = (
-            f"GET {path}?wait=0 HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {token}\r\n"
-            "Connection: close\r\n\r\n"
-        )
-        writer.write(request.encode())
         answer = await reader.read()  # the server closes the connection after its answer
     finally:
         writer.close()
