@@ -35,6 +35,9 @@ from acp.api.errors import ApiError
 logger = logging.getLogger(__name__)
 
 DAEMON, API = "daemon", "api"
+# The ASGI scope key of a request handed on to Django after it was counted (a `Counted`): acp/serving/fast_streams.py
+# counts a channel connect before it knows whether it will serve it.
+COUNTED_SCOPE_KEY = "acp.rate_limit_counted"
 # After the store failed, let requests in without asking it for this many seconds (no timeout paid per request).
 STORE_RETRY_AFTER = 5.0
 
@@ -66,6 +69,14 @@ class Usage:
             "X-RateLimit-Remaining": remaining,
             "X-RateLimit-Reset": str(self.reset_at),
         }
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A request already counted as `usage` against the budget of the token with `token_id`."""
+
+    token_id: object
+    usage: Usage
 
 
 class RateLimited(ApiError):
@@ -105,17 +116,11 @@ class TokenRateThrottle(BaseThrottle):
         return True
 
 
-# The ASGI scope key under which a request handed on to Django carries the usage it was already counted as
-# (acp/serving/fast_streams.py counts a channel connect before it knows whether it will serve it): (token id, Usage).
-COUNTED_SCOPE_KEY = "acp.rate_limit_counted"
-
-
 def _counted_already(request, token, bucket: str) -> Usage | None:
     counted = getattr(request._request, "scope", {}).get(COUNTED_SCOPE_KEY)
-    if counted is None:
+    if counted is None or counted.token_id != token.pk or counted.usage.bucket != bucket:
         return None
-    token_id, usage = counted
-    return usage if token_id == token.pk and usage.bucket == bucket else None
+    return counted.usage
 
 
 def token_usage(token, bucket: str, now: float) -> Usage | None:

@@ -37,7 +37,7 @@ from acp import composition
 from acp.api.authentication import authenticate_raw_token
 from acp.api.permissions import needed_scope
 from acp.api.sse import MEDIA_TYPE, STREAM_HEADERS, EventStream, OpenedStream, open_stream
-from acp.api.throttling import API, COUNTED_SCOPE_KEY, DAEMON, Usage, token_usage
+from acp.api.throttling import API, COUNTED_SCOPE_KEY, DAEMON, Counted, token_usage
 from acp.asgi_guards import refuse
 from acp.serving.request_threads import run_in_background
 
@@ -74,10 +74,9 @@ class FastStream:
 
 @dataclass(frozen=True)
 class _HandOn:
-    """Django answers this request (not the caller's machine, a spent budget…); `counted`: the usage it was already
-    counted as, with its token's id, or None if it was not counted."""
+    """Django answers this request (not the caller's machine, a spent budget…); `counted`, if it was counted."""
 
-    counted: tuple[object, Usage] | None = None
+    counted: Counted | None = None
 
     def scope(self, scope: dict) -> dict:
         return scope if self.counted is None else {**scope, COUNTED_SCOPE_KEY: self.counted}
@@ -272,7 +271,7 @@ def _open(plain: _Plain):
     if token.device_id is not None and action not in view.device_token_actions:
         return _HandOn()
     usage = _rate_limit(token, DAEMON if action in view.daemon_actions else API)
-    counted = _HandOn(None if usage is None else (token.pk, usage))
+    counted = _HandOn(None if usage is None else Counted(token.pk, usage))
     if usage is not None and usage.exceeded:
         return counted  # Django answers 429
     stream = plain.stream.open(SimpleNamespace(user=user, auth=token), **plain.kwargs)

@@ -1,16 +1,19 @@
 """The fast way in for a machine's channel (acp/serving/fast_streams.py): its plain case is served without Django's
 handler, every other request reaches Django untouched. Driven as ASGI in this process, with a stand-in for Django
-that records what it was given; the answers Django gives are compared with these live in test_channel_live.py."""
+that records what it was given (the budget test uses Django's own handler); the answers Django gives are compared
+with these live in test_channel_live.py."""
 
 import asyncio
 import dataclasses
 import json
 import threading
+import time
 import uuid
 
 import pytest
 from django.urls import resolve
 
+from acp.api.throttling import DAEMON, token_usage
 from acp.choices import Scope
 from acp.models import ApiToken, Device
 from acp.services import token_hash, token_revoke
@@ -170,7 +173,8 @@ def test_a_connect_handed_on_to_django_is_counted_once(settings, user, device):
     settings.ACP_RATELIMIT_DEVICE = "3/hour"  # an hour's window: one that ended mid-test would refill the budget
     router = FastStreamRouter(OptimisedASGIHandler(), fast_streams())
     not_its_machine = Device.objects.create(user=user, name="desktop")
-    scope = http_scope(channel(not_its_machine.pk), (b"accept", SSE), bearer(make_token(user, device=device)))
+    raw = make_token(user, device=device)
+    scope = http_scope(channel(not_its_machine.pk), (b"accept", SSE), bearer(raw))
     loop = asyncio.new_event_loop()  # one loop for the four, as in a server process
     try:
         answers = [loop.run_until_complete(asyncio.wait_for(serve(router, scope), 5)) for _ in range(4)]
@@ -179,6 +183,8 @@ def test_a_connect_handed_on_to_django_is_counted_once(settings, user, device):
     assert [status for status, _, _ in answers] == [404, 404, 404, 429]
     remaining = [dict((name.lower(), value) for name, value in headers.items()) for _, headers, _ in answers]
     assert [headers[b"ratelimit-remaining"] for headers in remaining] == [b"2", b"1", b"0", b"0"]
+    token = ApiToken.objects.get(key_hash=token_hash(raw))
+    assert token_usage(token, DAEMON, time.time()).count == 5  # the four, the 429 too, counted once each; and this
 
 
 def test_connects_take_turns_and_one_that_waited_too_long_is_told_to_come_back(settings, user, device):

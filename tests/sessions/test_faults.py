@@ -171,10 +171,8 @@ def test_every_connection_killed_costs_no_request(processes, own_postgres, pool)
     client = httpx.Client(base_url=server.url, headers=bearer(token), timeout=15)
     assert [client.get("/v1/projects").status_code for _ in range(10)] == [200] * 10
 
-    # Each kill waits (up to 5 s) for its backend to exit: a backend told to end says so on its socket before it goes,
-    # and a connection given back moments ago and quiet is lent without a round trip (acp/dbpool.py, as HikariCP's
-    # aliveBypassWindowMs). A request borrowing one in the moment between the signal and that message fails as it
-    # would had the kill come just after a round trip; what must cost no request is every kill that has happened.
+    # Each kill waits for its backend to exit: a quiet connection given back moments ago is lent without a round trip
+    # (acp/dbpool.py), so a kill still under way, before the backend's FATAL reaches its socket, can cost a request.
     killed = postgres.query(
         "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = %s", [name]
     )
