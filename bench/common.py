@@ -420,10 +420,10 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     """User + system CPU seconds so far of the process's main thread (a uvicorn worker's event loop) and of all its
     other threads together (request threads, the LISTEN thread: Python does not name them in /proc)."""
     split = {"event loop": 0, "other threads": 0}
-    for task in glob.glob(f"/proc/{pid}/task/[0-9]*"):
-        fields = _stat_fields(f"{pid}/task/{task.rsplit('/', 1)[1]}")
+    for tid in (path.rsplit("/", 1)[1] for path in glob.glob(f"/proc/{pid}/task/[0-9]*")):
+        fields = _stat_fields(f"{pid}/task/{tid}")
         if fields is not None:
-            split["event loop" if task.endswith(f"/{pid}") else "other threads"] += int(fields[11]) + int(fields[12])
+            split["event loop" if tid == str(pid) else "other threads"] += int(fields[11]) + int(fields[12])
     return {name: ticks / _TICKS for name, ticks in split.items()}
 
 
