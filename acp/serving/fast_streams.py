@@ -271,12 +271,12 @@ def _open(plain: _Plain):
     if token.device_id is not None and action not in view.device_token_actions:
         return _HandOn()
     usage = _rate_limit(token, DAEMON if action in view.daemon_actions else API)
-    counted = _HandOn(None if usage is None else Counted(token.pk, usage))
+    hand_on = _HandOn(None if usage is None else Counted(token.pk, usage))
     if usage is not None and usage.exceeded:
-        return counted  # Django answers 429
+        return hand_on  # Django answers 429
     stream = plain.stream.open(SimpleNamespace(user=user, auth=token), **plain.kwargs)
     if stream is None:
-        return counted  # Django answers 404
+        return hand_on  # Django answers 404
     return open_stream(stream), ({} if usage is None else usage.headers(time.time()))
 
 
