@@ -7,8 +7,8 @@ loop: it must arrive whole within ACP_BODY_READ_TIMEOUT seconds (else 408) and b
 (else 413, answered on the declared Content-Length without reading a byte, or as soon as a chunked body passes
 the limit). Either refusal closes the connection, since the rest of the body is never read.
 
-Headers: uvicorn's parser (h11) refuses a header block over 16 KB only while it is still arriving; one that
-arrives whole in a single read (up to 256 KB) is accepted, so a block over ACP_MAX_HEADER_BYTES is answered 431.
+Headers: the server's parser (acp/serving/http.py) refuses a head still arriving past ACP_MAX_HEADER_BYTES; one
+that arrives whole in a single read (up to 256 KB) is parsed, so a block over the limit is answered 431 here.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class RequestBodyGuard:
             return await _refuse(
                 send,
                 431,
-                f"The request's headers exceed {settings.ACP_MAX_HEADER_BYTES} bytes.",
+                header_limit_message(settings.ACP_MAX_HEADER_BYTES),
                 "request_header_fields_too_large",
                 settings.ACP_MAX_HEADER_BYTES,
             )
@@ -99,9 +99,18 @@ async def _refuse(send, status: int, message: str, code: str, limit: int | None 
     await refuse(send, status, message, code, {"limit": limit} if limit else {})
 
 
+def header_limit_message(limit: int) -> str:
+    return f"The request's headers exceed {limit} bytes."
+
+
+def refusal_body(message: str, code: str, details: dict) -> bytes:
+    """The API's error body, `{error, code, details}`."""
+    return json.dumps({"error": message, "code": code, "details": details}).encode()
+
+
 async def refuse(send, status: int, message: str, code: str, details: dict, headers: tuple = ()) -> None:
-    """Answer an ASGI request with the API's error body (`{error, code, details}`) and close the connection."""
-    body = json.dumps({"error": message, "code": code, "details": details}).encode()
+    """Answer an ASGI request with the API's error body and close the connection."""
+    body = refusal_body(message, code, details)
     fixed = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send(
         {"type": "http.response.start", "status": status, "headers": [*fixed, *headers, (b"connection", b"close")]}

@@ -46,7 +46,8 @@ from common import CpuMeter, Postgres, Server, log, summarise  # noqa: E402
 
 REAL_MACHINES = 4
 THREADS = ("event loop", "other threads")  # common.thread_cpu_seconds's split of the worker
-ONE_AT_A_TIME = 3000  # machines whose channel, then whose launch poll, the one-at-a-time step takes in
+ONE_AT_A_TIME = 3000  # machines whose channel, and whose launch poll, the one-at-a-time step takes in
+ONE_AT_A_TIME_BLOCKS = 10  # connects and polls alternate in blocks: a change in the machine's speed moves both
 
 
 def parse_args():
@@ -169,7 +170,10 @@ class ChannelBench:
     # -- one connect, then one poll, at a time
     def one_at_a_time(self) -> dict:
         count = min(ONE_AT_A_TIME, len(self.data["channels"]))
-        log(f"one at a time: {count} channel connects (each closed once connected), then {count} polls (wait=0)")
+        log(
+            f"one at a time: {count} channel connects (each closed once connected) and {count} polls (wait=0), "
+            f"alternating in {ONE_AT_A_TIME_BLOCKS} blocks"
+        )
         spec = {
             "kind": "one_at_a_time",
             "base_url": self.server.url,
@@ -177,7 +181,8 @@ class ChannelBench:
             "channels": self.data["channels"][:count],
             "polls": self.data["idle_polls"][:count],
             "warm": 100,
-            "settle_s": 1.0,
+            "blocks": ONE_AT_A_TIME_BLOCKS,
+            "settle_s": 0.5,
         }
         row = common.run_child("channelgen.py", spec, timeout=600)
         row["errors"] = row["connect"]["errors"] + row["poll"]["errors"]
@@ -615,7 +620,7 @@ def main() -> int:
             "stream_heartbeat_s": args.heartbeat or "the server's default (15)",
             "warmup_s": cb.warmup,
             "duration_s": cb.duration,
-            "server": "gunicorn acp.asgi:application -k uvicorn.workers.UvicornWorker --workers 1, DATABASE_POOL=1",
+            "server": "gunicorn acp.asgi:application -k acp.serving.worker.UvicornWorker --workers 1, DATABASE_POOL=1",
             "nofile": nofile,
         },
         source=run.git_state(),

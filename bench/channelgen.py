@@ -9,8 +9,9 @@ Kinds:
             times the arrival of the `event: command` with that id on its machine's channel, which acks it
   polls     closed loop of `GET /api/v1/machines/{id}/launches?wait=0`, cycling through the machines' tokens
   one_at_a_time
-            each machine's channel opened (until `: connected`) and closed, one after the other; then each machine's
-            `launches?wait=0` on a connection of its own: the worker's CPU per connect and per poll, by thread
+            each machine's channel opened (until `: connected`) and closed, one after the other, and each machine's
+            `launches?wait=0` on a connection of its own, in alternating blocks: the worker's CPU per connect and
+            per poll, by thread
 A connection is loadgen's RawStream (a raw socket, not an httpx client): 10,000 of them must be cheap to hold.
 Every loop is bounded in count and time; only loopback URLs are accepted.
 """
@@ -359,36 +360,38 @@ async def connect_and_close(base_url: str, path: str, token: str) -> int:
 
 
 async def one_at_a_time(spec: dict) -> dict:
-    """Each action in turn, none overlapping, after `warm` of them unmeasured; the worker's CPU by thread around the
-    measured ones, read once the worker is idle again (`settle_s` after the last answer)."""
-    result = {}
-    for name, action, machines in (
-        ("connect", connect_and_close, spec["channels"]),
-        ("poll", poll_on_its_own_connection, spec["polls"]),
-    ):
-        statuses: dict[int, int] = {}
+    """Each action in turn, none overlapping, after `warm` of each unmeasured; connects and polls alternate in
+    `blocks` blocks, so that a machine whose speed moves during the run moves both. The worker's CPU by thread
+    around each block, read once the worker is idle again (`settle_s` after the block's last answer)."""
+    actions = {"connect": (connect_and_close, spec["channels"]), "poll": (poll_on_its_own_connection, spec["polls"])}
+    for action, machines in actions.values():
         for path, token in machines[: spec["warm"]]:
             await action(spec["base_url"], path, token)
-        await asyncio.sleep(spec["settle_s"])
-        before, t0 = thread_cpu_seconds(spec["worker_pid"]), time.perf_counter()
-        for path, token in machines:
-            try:
-                status = await action(spec["base_url"], path, token)
-            except (TimeoutError, OSError, StreamRefused, ValueError):
-                status = 0
-            statuses[status] = statuses.get(status, 0) + 1
-        elapsed = time.perf_counter() - t0
-        await asyncio.sleep(spec["settle_s"])
-        after = thread_cpu_seconds(spec["worker_pid"])
-        result[name] = {
-            "count": len(machines),
-            "elapsed_s": round(elapsed, 2),
-            "statuses": statuses,
-            "errors": len(machines) - statuses.get(200, 0),
-            "worker_cpu_ms": {
-                thread: round(1000 * (after[thread] - before[thread]) / len(machines), 3) for thread in after
-            },
-        }
+    result = {name: {"count": 0, "elapsed_s": 0.0, "statuses": {}, "cpu_s": {}} for name in actions}
+    await asyncio.sleep(spec["settle_s"])
+    before = thread_cpu_seconds(spec["worker_pid"])
+    for block in range(spec["blocks"]):
+        for name, (action, machines) in actions.items():
+            totals, t0 = result[name], time.perf_counter()
+            part = machines[block :: spec["blocks"]]
+            for path, token in part:
+                try:
+                    status = await action(spec["base_url"], path, token)
+                except (TimeoutError, OSError, StreamRefused, ValueError):
+                    status = 0
+                totals["statuses"][status] = totals["statuses"].get(status, 0) + 1
+            totals["elapsed_s"] += time.perf_counter() - t0
+            totals["count"] += len(part)
+            await asyncio.sleep(spec["settle_s"])
+            after = thread_cpu_seconds(spec["worker_pid"])
+            for thread in after:
+                totals["cpu_s"][thread] = totals["cpu_s"].get(thread, 0.0) + after[thread] - before[thread]
+            before = after
+    for totals in result.values():
+        count, cpu = totals["count"], totals.pop("cpu_s")
+        totals["elapsed_s"] = round(totals["elapsed_s"], 2)
+        totals["errors"] = count - totals["statuses"].get(200, 0)
+        totals["worker_cpu_ms"] = {thread: round(1000 * seconds / count, 3) for thread, seconds in cpu.items()}
     return result
 
 

@@ -272,7 +272,7 @@ def setup_django(database_url: str) -> None:
 
 
 class Server:
-    """`gunicorn acp.asgi:application -k uvicorn.workers.UvicornWorker --workers N` on 127.0.0.1."""
+    """`gunicorn acp.asgi:application -k acp.serving.worker.UvicornWorker --workers N` on 127.0.0.1."""
 
     def __init__(self, database_url: str, *, workers: int, port: int | None = None, env: dict | None = None):
         self.database_url = database_url
@@ -291,7 +291,7 @@ class Server:
             str(VENV_BIN / "gunicorn"),
             "acp.asgi:application",
             "-k",
-            "uvicorn.workers.UvicornWorker",
+            "acp.serving.worker.UvicornWorker",
             "--workers",
             str(self.workers),
             "--bind",

@@ -888,7 +888,7 @@ def main() -> int:
             "warmup_s": bench.warmup,
             "duration_s": bench.duration,
             "idle_polls": args.idle_polls if "idle-polls" in chosen else 0,
-            "server": "gunicorn acp.asgi:application -k uvicorn.workers.UvicornWorker, DATABASE_POOL=1, DEBUG=0",
+            "server": "gunicorn acp.asgi:application -k acp.serving.worker.UvicornWorker, DATABASE_POOL=1, DEBUG=0",
             "nofile": nofile,
         },
         source=git_state(),

@@ -165,3 +165,19 @@ def test_the_readme_round_trip_starts_from_pairing(served, tmp_path):
         wait_for(all_completed, 30, "the daemon to complete all four commands")
     finally:
         stop(daemon)
+
+
+def test_every_way_to_serve_that_the_readme_and_bin_serve_name_reads_http_with_the_head_limit():
+    """uvicorn's own `auto` protocol would be httptools without a limit on a head still arriving (a dependency)."""
+    commands = [
+        line
+        for path in (REPO / "README.md", REPO / "bin" / "serve")
+        for line in path.read_text().splitlines()
+        if re.search(r"\b(gunicorn|uvicorn) acp\.asgi:application", line)
+    ]
+    assert any("gunicorn" in line for line in commands) and any("uvicorn acp" in line for line in commands)
+    for line in commands:
+        if "gunicorn acp.asgi:application" in line:
+            assert "-k acp.serving.worker.UvicornWorker" in line, line
+        else:
+            assert "--http acp.serving.http:HttpToolsProtocol" in line, line

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from django.db import connection
 
+from acp.serving.http import PROTOCOL
 from commands.services import command_enqueue
 from tests.commands.conftest import control_url
 from tests.conftest import make_token
@@ -58,7 +59,18 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "acp.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "acp.asgi:application",
+                "--http",
+                PROTOCOL,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],  # fmt: skip
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

@@ -25,6 +25,8 @@ import pytest
 import redis
 from django.db import connection
 
+from acp.serving.http import PROTOCOL
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -141,7 +143,8 @@ class ProcessManager:
         access_log: bool = False,
         **env,
     ) -> Server:
-        """uvicorn serving acp.asgi; with `gunicorn`, as in production: gunicorn with one UvicornWorker.
+        """uvicorn serving acp.asgi, as bin/serve runs it; with `gunicorn`, as in production: gunicorn with one of
+        ACP's UvicornWorkers (acp/serving/worker.py). Either way HTTP is read by acp/serving/http.py.
 
         With `access_log`, uvicorn logs every request it takes in (`Server.requests` counts them)."""
         port = port or free_port()
@@ -155,11 +158,12 @@ class ProcessManager:
             "PYTHONUNBUFFERED": "1",
             **{key: str(value) for key, value in env.items()},
         }
-        command = [sys.executable, "-m", "uvicorn", "acp.asgi:application", "--host", "127.0.0.1",
+        command = [sys.executable, "-m", "uvicorn", "acp.asgi:application", "--http", PROTOCOL, "--host", "127.0.0.1",
                    "--port", str(port), "--log-level", "info" if access_log else "warning"]  # fmt: skip
         if gunicorn:
-            command = [sys.executable, "-m", "gunicorn", "acp.asgi:application", "-k", "uvicorn.workers.UvicornWorker",
-                       "--workers", "1", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "30"]  # fmt: skip
+            command = [sys.executable, "-m", "gunicorn", "acp.asgi:application",
+                       "-k", "acp.serving.worker.UvicornWorker", "--workers", "1", "--bind", f"127.0.0.1:{port}",
+                       "--graceful-timeout", "30"]  # fmt: skip
         server = Server(name, self._spawn(name, command, environment), self._log_path(name), port, name)
         self.processes.append(server)
         wait_until(lambda: self._healthy(server), 30, 0.1, f"{name} to answer /healthz")

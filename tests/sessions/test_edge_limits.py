@@ -85,18 +85,47 @@ def test_a_body_that_never_finishes_arriving_is_answered_408(server, token):
     assert_clean(server, before)
 
 
+def refused_for_its_head(status: int, data: bytes) -> bool:
+    answer = json.loads(data.partition(b"\r\n\r\n")[2])
+    return status == 431 and answer["code"] == "request_header_fields_too_large" and answer["details"]["limit"] == 16384
+
+
 def test_a_header_block_over_the_limit_is_refused(server, token):
     before = rss_kb(server.popen.pid)
     request = head("/v1/projects", token, f"X-Padding: {'a' * 100_000}", method="GET")
     with connect(server) as sock:  # arriving whole: refused by the application's guard
         sock.sendall(request)
-        status, data = read_response(sock)
-    assert status == 431 and b"request_header_fields_too_large" in data
-    with connect(server) as sock:  # arriving in pieces: refused by the server's parser before it is complete
-        sock.sendall(request[:20_000])
-        status, _ = read_response(sock)
-    assert status == 400
+        assert refused_for_its_head(*read_response(sock))
+    with connect(server) as sock:  # still arriving: refused by the server's parser before it is complete
+        for start in range(0, 20_000, 4_000):
+            sock.sendall(request[start : start + 4_000])
+        assert refused_for_its_head(*read_response(sock))
     assert_clean(server, before)
+
+
+def test_a_head_still_arriving_is_refused_by_the_production_worker_too(processes, token):
+    server = processes.start_server("acp-edge-limits-gunicorn", gunicorn=True)
+    with connect(server) as sock:
+        sock.sendall(head("/v1/projects", token, f"X-Padding: {'a' * 100_000}", method="GET")[:20_000])
+        assert refused_for_its_head(*read_response(sock))
+
+
+def test_the_head_limit_counts_each_request_of_a_connection_afresh(server, token):
+    """Requests one after the other on a kept-alive connection, and three sent at once (pipelined), each with a
+    6 KB header: together past the limit, each under it."""
+    request = head("/v1/projects", token, f"X-Padding: {'a' * 6_000}", method="GET")
+    with connect(server) as sock:
+        for _ in range(4):
+            sock.sendall(request)
+            status, _ = read_response(sock)
+            assert status == 200
+        sock.sendall(request * 3)
+        answers = b""
+        while answers.count(b"HTTP/1.1 200 ") < 3:
+            chunk = sock.recv(65536)
+            assert chunk, answers[-500:]
+            answers += chunk
+    assert b"HTTP/1.1 431" not in answers
 
 
 def test_a_json_body_nested_ten_thousand_levels_is_a_400(server, token):
