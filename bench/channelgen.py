@@ -9,9 +9,9 @@ Kinds:
             times the arrival of the `event: command` with that id on its machine's channel, which acks it
   polls     closed loop of `GET /api/v1/machines/{id}/launches?wait=0`, cycling through the machines' tokens
   one_at_a_time
-            each machine's channel opened (until `: connected`) and closed, one after the other, and each machine's
-            `launches?wait=0` on a connection of its own, in alternating blocks: the worker's CPU per connect and
-            per poll, by thread
+            each machine's channel opened (until `: connected`) and closed, one after the other; each machine's
+            `launches?wait=0` on a connection of its own; each one's `launches?wait=1` answered at its deadline: in
+            alternating blocks, the worker's CPU per connect, per poll's take-in and per whole long-poll, by thread
 A connection is loadgen's RawStream (a raw socket, not an httpx client): 10,000 of them must be cheap to hold.
 Every loop is bounded in count and time; only loopback URLs are accepted.
 """
@@ -19,6 +19,7 @@ Every loop is bounded in count and time; only loopback URLs are accepted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -343,9 +344,9 @@ def poll_steps(spec: dict):
 # --- one at a time: what a connect and a poll cost the worker, with nothing else going on ----------------------------
 
 
-async def poll_on_its_own_connection(base_url: str, path: str, token: str) -> int:
-    """`GET path?wait=0` on a new connection (as a channel connect takes one), read to its end: the status."""
-    reader, writer = await send_get(base_url, f"{path}?wait=0", token, "Connection: close")
+async def poll_on_its_own_connection(base_url: str, path: str, token: str, wait: float = 0) -> int:
+    """`GET path?wait=…` on a new connection (as a channel connect takes one), read to its end: the status."""
+    reader, writer = await send_get(base_url, f"{path}?wait={wait:g}", token, "Connection: close")
     try:
         answer = await reader.read()  # the server closes the connection after its answer
     finally:
@@ -359,26 +360,49 @@ async def connect_and_close(base_url: str, path: str, token: str) -> int:
     return 200
 
 
+async def _status(action, base_url: str, path: str, token: str) -> int:
+    try:
+        return await action(base_url, path, token)
+    except (TimeoutError, OSError, StreamRefused, ValueError):
+        return 0
+
+
+async def _one_after_the_other(action, base_url: str, machines: list) -> list[int]:
+    return [await _status(action, base_url, path, token) for path, token in machines]
+
+
+async def _staggered(action, base_url: str, machines: list, gap: float) -> list[int]:
+    """One started every `gap` s: each is taken in and answered on its own while their waits overlap."""
+    started = []
+    for path, token in machines:
+        started.append(asyncio.ensure_future(_status(action, base_url, path, token)))
+        await asyncio.sleep(gap)
+    return list(await asyncio.gather(*started))
+
+
 async def one_at_a_time(spec: dict) -> dict:
-    """Each action in turn, none overlapping, after `warm` of each unmeasured; connects and polls alternate in
-    `blocks` blocks, so that a machine whose speed moves during the run moves both. The worker's CPU by thread
-    around each block, read once the worker is idle again (`settle_s` after the block's last answer)."""
-    actions = {"connect": (connect_and_close, spec["channels"]), "poll": (poll_on_its_own_connection, spec["polls"])}
-    for action, machines in actions.values():
-        for path, token in machines[: spec["warm"]]:
-            await action(spec["base_url"], path, token)
+    """Each action in turn, none overlapping, after `warm` of each unmeasured: a channel's connect (+ close), a
+    poll's take-in alone (`wait=0`), and a whole long-poll as an idle daemon makes it (`wait=long_poll_wait`,
+    answered at its deadline: the take-in, subscribing, the checks, the answer), the long-polls started one every
+    `long_poll_gap_s` so that their waits overlap but their work does not. The three alternate in `blocks` blocks,
+    so that a machine whose speed moves during the run moves them all. The worker's CPU by thread around each
+    block, read once the worker is idle again (`settle_s` after the block's last answer)."""
+    long_poll = functools.partial(poll_on_its_own_connection, wait=spec["long_poll_wait"])
+    actions = {
+        "connect": (functools.partial(_one_after_the_other, connect_and_close), spec["channels"]),
+        "poll": (functools.partial(_one_after_the_other, poll_on_its_own_connection), spec["polls"]),
+        "long poll": (functools.partial(_staggered, long_poll, gap=spec["long_poll_gap_s"]), spec["polls"]),
+    }
+    for run, machines in actions.values():
+        await run(spec["base_url"], machines[: spec["warm"]])
     result = {name: {"count": 0, "elapsed_s": 0.0, "statuses": {}, "cpu_s": {}} for name in actions}
     await asyncio.sleep(spec["settle_s"])
     before = thread_cpu_seconds(spec["worker_pid"])
     for block in range(spec["blocks"]):
-        for name, (action, machines) in actions.items():
+        for name, (run, machines) in actions.items():
             totals, t0 = result[name], time.perf_counter()
             part = machines[block :: spec["blocks"]]
-            for path, token in part:
-                try:
-                    status = await action(spec["base_url"], path, token)
-                except (TimeoutError, OSError, StreamRefused, ValueError):
-                    status = 0
+            for status in await run(spec["base_url"], part):
                 totals["statuses"][status] = totals["statuses"].get(status, 0) + 1
             totals["elapsed_s"] += time.perf_counter() - t0
             totals["count"] += len(part)
