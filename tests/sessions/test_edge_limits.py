@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
+from acp.models import ApiToken, Device, Project
 from tests.conftest import make_token, make_user
+from tests.sessions.live import wait_for_waiters
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -126,6 +129,50 @@ def test_the_head_limit_counts_each_request_of_a_connection_afresh(server, token
             assert chunk, answers[-500:]
             answers += chunk
     assert b"HTTP/1.1 431" not in answers
+
+
+def test_trailers_still_arriving_past_the_limit_are_refused(server, token):
+    """A chunked body's trailers are header fields too: they are counted as a head's are."""
+    before = rss_kb(server.popen.pid)
+    with connect(server) as sock:
+        sock.sendall(head("/v1/projects", token, "Transfer-Encoding: chunked") + b"2\r\n{}\r\n0\r\nX-Trailer: ")
+        for _ in range(8):  # past the limit even if the first pieces are read with the head (off by 4 KB at most)
+            sock.sendall(b"a" * 4_000)
+            if select.select([sock], [], [], 0.2)[0]:
+                break  # answered: what is sent after could reset the connection before the answer is read
+        assert refused_for_its_head(*read_response(sock))
+    assert_clean(server, before)
+
+
+def test_a_head_over_the_limit_behind_a_waiting_request_is_answered_after_it(server, token):
+    """Pipelined behind a long-poll: the long-poll's answer first, then the refusal, in order."""
+    user = ApiToken.objects.get(key_prefix=token[:12]).user
+    machine = Device.objects.create(user=user, name="edge", last_seen_at=timezone.now())
+    poll = head(f"/api/v1/machines/{machine.pk}/launches?wait=2", token, method="GET")
+    oversized = head("/v1/projects", token, f"X-Padding: {'a' * 100_000}", method="GET")
+    with connect(server) as sock:
+        sock.sendall(poll)
+        wait_for_waiters(server.url, 1)
+        for start in range(0, 20_000, 4_000):
+            sock.sendall(oversized[start : start + 4_000])
+        answers = b""
+        while chunk := sock.recv(65536):
+            answers += chunk
+    first, _, second = answers.partition(b"HTTP/1.1 431")
+    assert first.startswith(b"HTTP/1.1 200") and b'"data"' in first
+    assert refused_for_its_head(431, second)
+
+
+def test_a_request_asking_for_an_upgrade_with_a_body_is_refused_and_changes_nothing(server, token):
+    """httptools would skip its body (the view would see none); no upgrade is served here."""
+    body = b'{"name": "x"}'
+    extra = ("Connection: Upgrade", "Upgrade: h2c", f"Content-Length: {len(body)}")
+    before = Project.objects.count()
+    with connect(server) as sock:
+        sock.sendall(head("/v1/projects", token, *extra) + body)
+        status, data = read_response(sock)
+    assert status == 400 and json.loads(data.partition(b"\r\n\r\n")[2])["code"] == "invalid_request"
+    assert Project.objects.count() == before
 
 
 def test_a_json_body_nested_ten_thousand_levels_is_a_400(server, token):
