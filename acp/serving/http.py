@@ -35,13 +35,13 @@ class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
         chunked body and begins its trailers, the count cannot tell where in the read that happened, so it is off
         by at most a slice (a read is up to 256 KB)."""
         if len(data) <= FEED_SLICE:
-            return self._feed(data)
+            self._feed(data)
+            return
         view = memoryview(data)
         for start in range(0, len(data), FEED_SLICE):
             self._feed(view[start : start + FEED_SLICE])
             if self.transport.is_closing() or self.parser.should_upgrade():
-                return None  # refused, or an upgrade: the parser reads no further, as with the read whole
-        return None
+                return  # refused, or an upgrade: the parser reads no further, as with the read whole
 
     def _feed(self, data) -> None:
         if self._head_bytes is not None:
