@@ -5,7 +5,8 @@ Django's ASGI handler reads the whole body before any middleware runs, on a requ
 10 would hold that thread for as long as it keeps the connection open. So the body is read here, in the event
 loop: it must arrive whole within ACP_BODY_READ_TIMEOUT seconds (else 408) and be at most ACP_MAX_BODY_BYTES
 (else 413, answered on the declared Content-Length without reading a byte, or as soon as a chunked body passes
-the limit). Either refusal closes the connection, since the rest of the body is never read.
+the limit). Either refusal closes the connection, since the rest of the body is never read. A chunked body, read
+whole, is handed on with a Content-Length (DRF reads a body by it).
 
 Headers: the server's parser (acp/serving/http.py) refuses a head still arriving past ACP_MAX_HEADER_BYTES; one
 that arrives whole in a single read (up to 256 KB) is parsed, so a block over the limit is answered 431 here.
@@ -57,7 +58,15 @@ class RequestBodyGuard:
             return await _refuse(send, 413, f"The request body exceeds {limit} bytes.", "payload_too_large", limit)
         except _Disconnected:
             return None  # nobody left to answer
+        if declared is None and body:
+            scope = _with_content_length(scope, len(body))
         return await self.app(scope, _replay(body, receive), send)
+
+
+def _with_content_length(scope, length: int):
+    """A chunked body, read whole: DRF reads a body by its Content-Length, and without one saw none (a chunked
+    PATCH changed nothing and answered 200)."""
+    return {**scope, "headers": [*scope["headers"], (b"content-length", str(length).encode())]}
 
 
 async def _read_body(receive, limit: int) -> bytes:

@@ -131,6 +131,23 @@ def test_the_head_limit_counts_each_request_of_a_connection_afresh(server, token
     assert b"HTTP/1.1 431" not in answers
 
 
+def test_large_bodies_fed_in_slices_arrive_whole_and_the_connection_goes_on(server, token):
+    """The parser is fed 4 KB at a time (acp/serving/http.py): a 200 KB body sent at once, plain and chunked, reaches
+    the view whole, and the next request on the connection is read as before."""
+    body = b'{"name": "sliced"}' + b" " * 200_000
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:70_001], body[70_001:])) + b"0\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(head("/v1/projects", token, f"Content-Length: {len(body)}") + body)
+        status, data = read_response(sock)
+        assert status == 201, data.partition(b"\r\n\r\n")[2][:300]
+        sock.sendall(head("/v1/projects", token, "Transfer-Encoding: chunked") + chunked)
+        status, data = read_response(sock)
+        assert status == 201, data.partition(b"\r\n\r\n")[2][:300]
+        sock.sendall(head("/v1/projects", token, method="GET"))
+        status, data = read_response(sock)
+    assert status == 200 and data.count(b'"sliced"') == 2
+
+
 def test_trailers_still_arriving_past_the_limit_are_refused(server, token):
     """A chunked body's trailers are header fields too: they are counted as a head's are."""
     before = rss_kb(server.popen.pid)
