@@ -238,6 +238,7 @@ class ChannelBench:
             "statuses": raw["statuses"],
             "cpu": cpu,
             "worker_cpu_ms_per_poll": round(1000 * cpu["worker_cpu_s"] / max(1, len(latencies)), 2),
+            "clients": clients,
         }
         self.rows[name] = row
         print(
@@ -589,16 +590,16 @@ def targets(rows: dict) -> dict:
             (f"   … per poll's take-in alone (wait=0) {poll:.2f} ms; ratio {connect / poll:.2f}   (reported)", None)
         )
     per = rows.get("reconnect storm alone", {}).get("worker_cpu_ms_per_reconnect")
-    poll = rows.get("launch poll wait=0", {}).get("worker_cpu_ms_per_poll")
-    if per is not None and poll:
-        against_long_poll = f"; per long-poll one at a time {long_poll:.2f} ms, ratio {per / long_poll:.2f}"
-        lines.append(
-            (
-                f"reconnect storm alone: worker CPU per reconnect = {per} ms; per launch poll (wait=0, 8 clients) "
-                f"{poll} ms, ratio {per / poll:.2f}{against_long_poll if long_poll else ''}   (reported)",
-                None,
-            )
+    polls = rows.get("launch poll wait=0", {})
+    if per is not None and polls.get("worker_cpu_ms_per_poll"):
+        take_in = polls["worker_cpu_ms_per_poll"]
+        text = (
+            f"reconnect storm alone: worker CPU per reconnect = {per} ms; per launch poll (wait=0, "
+            f"{polls.get('clients', '?')} clients) {take_in} ms, ratio {per / take_in:.2f}"
         )
+        if long_poll:
+            text += f"; per long-poll one at a time {long_poll:.2f} ms, ratio {per / long_poll:.2f}"
+        lines.append((f"{text}   (reported)", None))
     errors = {name: row.get("errors", 0) for name, row in rows.items()}
     out["errors"] = errors
     lines.append((f"errors: {sum(errors.values())} in all {errors}   target 0", not any(errors.values())))
