@@ -57,20 +57,11 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
         "SECURE_SSL_REDIRECT": "0",
         "ALLOWED_HOSTS": "127.0.0.1",
     }
+    command = [sys.executable, "-m", "uvicorn", "acp.asgi:application", "--http", PROTOCOL, "--host", "127.0.0.1",
+               "--port", str(port)]  # fmt: skip
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "acp.asgi:application",
-                "--http",
-                PROTOCOL,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],  # fmt: skip
+            command,
             cwd=REPO_ROOT,
             env=env,
             stdout=log,
