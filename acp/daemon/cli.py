@@ -147,9 +147,11 @@ def main(argv=None) -> int:
     daemon = Daemon(config)
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        if not daemon.defer_interrupt():
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         daemon.run()
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import email.utils
 import logging
 import random
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -139,14 +140,16 @@ class Api:
         retry=True,
         own_connection=False,
         stream=False,
+        cancel: threading.Event | None = None,
     ):
         """The server's answer; with `retry=False` one attempt only, raising `Unavailable` when it fails.
 
-        With `stream=True` the body is not read: the caller reads it and must close the response.
+        With `stream=True` the body is not read: the caller reads it and must close the response. Once `cancel` is
+        set (as once `stopping` is) no further attempt is made: `Stopped`.
         """
         backoff = self.backoff()
         while True:
-            if self.stopping.is_set():
+            if self.stopping.is_set() or (cancel is not None and cancel.is_set()):
                 raise Stopped()
             client = self.own_http if own_connection else self.http
             pause = None
@@ -175,8 +178,21 @@ class Api:
                 raise Unavailable(f"{method} {path}: {problem}")
             pause = max(pause or 0.0, backoff.next())
             logger.warning("%s %s failed (%s); retrying in %.1fs", method, path, problem, pause)
-            if self.stopping.wait(pause):
+            if self._pause(pause, cancel):
                 raise Stopped()
+
+    def _pause(self, seconds: float, cancel: threading.Event | None) -> bool:
+        """Wait `seconds`; True as soon as the daemon is stopping, or `cancel` is set, meanwhile."""
+        if cancel is None:
+            return self.stopping.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while not cancel.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.stopping.wait(min(left, 0.1)):
+                return True
+        return True
 
     def get(self, path: str, **kwargs):
         return self.request("GET", path, **kwargs)

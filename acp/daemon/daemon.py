@@ -108,6 +108,8 @@ class Daemon:
         if not config.channel:
             self.long_polling.set()
         self._last_event_id: str | None = None
+        self._deferring = False  # the main thread is in `interrupts_deferred`
+        self._interrupted = threading.Event()  # a stop came while it was: raised as KeyboardInterrupt at its end
 
     # --- the device ---------------------------------------------------------------------------------
 
@@ -279,10 +281,33 @@ class Daemon:
                     self.start_launch(launch)
 
     def start_launch(self, launch: dict) -> None:
-        """Start the command for `launch`, then acknowledge it: "ok" with the pid, or "error" if it did not start."""
-        ack_path = f"/api/v1/machines/{self.device_id}/launches/{launch['id']}/ack"
+        """Start the command for `launch`, then acknowledge it: "ok" with the pid, or "error" if it did not start.
+
+        A stop (SIGTERM/SIGINT, a KeyboardInterrupt raised wherever the main thread is) waits until the child is a
+        registered session or ended (`interrupts_deferred`); meanwhile the acknowledgement in flight is answered
+        but not retried. So no child outlives the daemon, and every session the server was told of is one `stop()`
+        reports cancelled.
+        """
+        process = None
         try:
-            process = subprocess.Popen(
+            with self.interrupts_deferred():
+                process = self._spawn(launch)
+                if process is None:
+                    return
+                session = self._acknowledge(launch, process)
+                process = None  # registered as `session` (which `stop()` ends), or ended (the server refused it)
+        except BaseException:
+            if process is not None:
+                with self.interrupts_deferred():
+                    _terminate(process)
+            raise
+        if session is not None:
+            session.start()
+
+    def _spawn(self, launch: dict) -> subprocess.Popen | None:
+        """The child process; None when it could not start (reported to the server as an "error")."""
+        try:
+            return subprocess.Popen(
                 shlex.split(self.config.command),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,  # forwarded to the thread's timeline (and echoed to our own)
@@ -292,22 +317,31 @@ class Daemon:
             )
         except (OSError, ValueError) as exc:
             logger.error("launch %s: could not start %r: %s", launch["id"], self.config.command, exc)
-            self.api.post(ack_path, {"status": "error", "payload": {"code": "spawn_failed", "message": str(exc)}})
-            return
-        response = self.api.post(ack_path, {"status": "ok", "payload": {"pid": process.pid}})
+            payload = {"code": "spawn_failed", "message": str(exc)}
+            self.api.post(self._ack_path(launch), {"status": "error", "payload": payload}, cancel=self._interrupted)
+            return None
+
+    def _acknowledge(self, launch: dict, process: subprocess.Popen) -> RunningSession | None:
+        """Send "ok" with the child's pid; on the server's answer register the session it created. None (the child
+        ended) when the server refused the "ok"."""
+        body = {"status": "ok", "payload": {"pid": process.pid}}
+        response = self.api.post(self._ack_path(launch), body, cancel=self._interrupted)
         if response.status_code != 200:
             # Typically 409: the launch timed out before our "ok" arrived; nobody expects this session.
             logger.warning(
                 "launch %s: ack refused (HTTP %s); stopping pid %s", launch["id"], response.status_code, process.pid
             )
             _terminate(process)
-            return
+            return None
         acked = response.json()
         session = RunningSession(self, launch["id"], acked["thread_id"], acked["local_session_id"], process)
         with self.sessions_lock:
             self.sessions[session.session_id] = session
         logger.info("launch %s: session %s running, pid %s", launch["id"], session.session_id, process.pid)
-        session.start()
+        return session
+
+    def _ack_path(self, launch: dict) -> str:
+        return f"/api/v1/machines/{self.device_id}/launches/{launch['id']}/ack"
 
     def _running_sessions(self) -> list[RunningSession]:
         with self.sessions_lock:
@@ -318,6 +352,25 @@ class Daemon:
             self.sessions.pop(session.session_id, None)
 
     # --- stopping -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def interrupts_deferred(self):
+        """A stop asked for meanwhile (`defer_interrupt`) is raised as KeyboardInterrupt when the block ends."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+            if self._interrupted.is_set():
+                raise KeyboardInterrupt
+
+    def defer_interrupt(self) -> bool:
+        """From the SIGTERM/SIGINT handler (in the main thread): True when the main thread is in a block that must
+        not be cut short (`interrupts_deferred`), which raises the KeyboardInterrupt itself when it ends; requests
+        given `cancel=self._interrupted` give up instead of retrying meanwhile."""
+        if self._deferring:
+            self._interrupted.set()
+        return self._deferring
 
     def stop(self) -> None:
         """Stop taking work; end every child and report its session cancelled."""

@@ -1,12 +1,16 @@
 """The reference daemon's side of the machine channel that needs no server: reading SSE bytes, and its backoff."""
 
 import random
+import socket
 import statistics
+import threading
+import time
 
 import httpx
+import pytest
 
 from acp.daemon.channel import SeenIds, ServerEvent, is_event_stream, parse_events
-from acp.daemon.client import Backoff
+from acp.daemon.client import Api, Backoff, Stopped
 
 
 def events_of(body: bytes) -> list[ServerEvent]:
@@ -58,8 +62,8 @@ def busiest_share(times: list[float], width: float) -> float:
     """The largest share of `times` that falls in one window `width` seconds wide."""
     times = sorted(times)
     most, first = 0, 0
-    for last, time in enumerate(times):
-        while time - times[first] > width:
+    for last, moment in enumerate(times):
+        while moment - times[first] > width:
             first += 1
         most = max(most, last - first + 1)
     return most / len(times)
@@ -81,3 +85,22 @@ def test_retry_after_is_honoured_and_spread():
     pauses = [backoff.retry_after(5) for _ in range(1000)]
     assert all(5 <= pause <= 6.25 for pause in pauses)
     assert statistics.pstdev(pauses) > 0.2
+
+
+def test_a_cancelled_request_stops_retrying_an_unreachable_server_at_once():
+    # Nothing listens on the port: every attempt is refused, and the next would come after a 5 s pause.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    stopping, cancel = threading.Event(), threading.Event()
+    api = Api(url, "token", stopping, min_backoff=5.0, max_backoff=5.0)
+    threading.Timer(0.2, cancel.set).start()
+    backstop = threading.Timer(8.0, stopping.set)  # without `cancel` it would retry until the daemon stops
+    backstop.start()
+    started = time.monotonic()
+    with pytest.raises(Stopped):
+        api.post("/api/v1/machines/m/launches/l/ack", {"status": "ok"}, cancel=cancel)
+    assert time.monotonic() - started < 2.5  # not the pause's 5 s (waited in 0.1 s steps)
+    assert not stopping.is_set()  # the daemon's own stop is another matter: only this request gave up
+    backstop.cancel()
+    api.close()

@@ -229,3 +229,31 @@ def test_stopping_the_daemon_ends_its_agents_and_their_sessions(processes, user,
     session = LocalSession.objects.get(pk=response.json()["payload"]["local_session_id"])
     assert session.status == "cancelled"
     Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now())
+
+
+@pytest.mark.parametrize("delay", ["0", "0.02", "0.1"])
+def test_a_daemon_stopped_while_it_starts_a_launch_leaves_no_agent_and_no_running_session(
+    processes, tmp_path, user, workspace, device, delay
+):
+    # The agent stops its own daemon (SIGTERM to its parent) as it starts, `delay` s in: while the daemon spawns it,
+    # acknowledges it or registers its session. A stop that lands there once left the agent running, its session
+    # never reported cancelled.
+    server = processes.start_server(ACP_LAUNCH_ACK_TIMEOUT="2")
+    pid_file = tmp_path / "agent.pid"
+    agent = f"sh -c 'echo $$ > {pid_file}; sleep {delay}; kill -TERM $PPID; exec sleep 60'"
+    daemon = processes.start_daemon(
+        server, make_token(user, device=device), "--device", str(device.id), "--command", agent
+    )
+
+    response = launch_session(server, make_token(user), workspace)
+    pid = wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 10, 0.05, "the agent to start")
+    processes.agent_pids.add(int(pid))
+    daemon.popen.wait(15)
+
+    assert daemon.popen.returncode == 0, daemon.log()
+    assert process_state(int(pid)) is None, daemon.log()
+    sessions = list(LocalSession.objects.values_list("status", flat=True))
+    if response.json()["status"] == "ok":  # the "ok" reached the server first: the session was reported cancelled
+        assert sessions == ["cancelled"], daemon.log()
+    else:  # stopped before its "ok": no session at all
+        assert response.status_code == 504 and sessions == [], response.text
