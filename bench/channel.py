@@ -14,7 +14,8 @@ runs the prepares). See README, "Benchmarks" — "The machine channel". In order
   idle channels             N machines open `GET /api/v1/machines/{id}/stream` (own device token each), paced over
                             the ramp; worker CPU per connect, RSS per channel, threads and database connections
                             before/after
-  prepare-spread +channels  prepare-spread again with the N channels held
+  prepare-spread +channels  prepare-spread again, in windows with the N channels held and without them in turn
+  / without (paired)        (all closed, then reopened, between): each side's p50/p99 over all its windows
   command delivery          with the N held: 4 more machines with a running session each hold a channel; control
                             commands are created with a user token and timed until their `event: command` arrives
                             on the right channel (which acks it)
@@ -76,7 +77,12 @@ def parse_args():
     parser.add_argument(
         "--heartbeat", type=float, default=None, help="the server's ACP_STREAM_HEARTBEAT (default: its own, 15 s)"
     )
+    parser.add_argument(
+        "--paired-rounds", type=int, default=None, help="prepare windows with the channels, and without (3; quick 2)"
+    )
     args = parser.parse_args()
+    args.paired_rounds = args.paired_rounds or (2 if args.quick else 3)
+    args.reopen_ramp = 5.0 if args.quick else 30.0
     args.daemons = args.daemons or (1000 if args.quick else 10_000)
     args.ramp = args.ramp or (10.0 if args.quick else 120.0)
     args.storm = args.storm or (15.0 if args.quick else 60.0)
@@ -139,6 +145,7 @@ class ChannelBench:
         self.tmp = Path(tempfile.mkdtemp(prefix="acp-bench-channel."))
         common.at_exit(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
         self.holder = None
+        self.orders = 0
 
     @property
     def warmup(self) -> float:
@@ -253,7 +260,7 @@ class ChannelBench:
     def open_channels(self) -> dict:
         count, ramp = len(self.data["channels"]), self.args.ramp
         self.stop_file, self.status_file = self.tmp / "stop", self.tmp / "status"
-        self.storm_file = self.tmp / "storm"
+        self.order_file = self.tmp / "order"
         before = self.worker_state()
         log(f"idle channels: opening {count} (one device token each) over {ramp:g}s; worker before {before}")
         cpu0, t_open = common.cpu_seconds([self.worker]), time.monotonic()
@@ -266,7 +273,7 @@ class ChannelBench:
                 "ramp_s": ramp,
                 "stop_file": str(self.stop_file),
                 "status_file": str(self.status_file),
-                "storm_file": str(self.storm_file),
+                "order_file": str(self.order_file),
                 "max_seconds": 3600,
             },
         )
@@ -336,6 +343,70 @@ class ChannelBench:
             time.sleep(0.5)
         raise TimeoutError(f"the channel holder did not get there within {timeout:.0f}s: {status}")
 
+    # -- prepares with the channels held and without them, in turn
+    def paired_prepares(self) -> dict:
+        """prepare-spread in windows with the N channels held and without them, in turn (all closed, then reopened,
+        between), `rounds` of each: a drift of the machine's speed moves both sides alike. Each side's p99 is over
+        all its windows' requests (one window's p99 swings between runs more than the channels move it)."""
+        rounds, count = self.args.paired_rounds, len(self.data["channels"])
+        log(
+            f"prepares with and without the channels: {rounds} windows of each, in turn; between them the "
+            f"{count} channels are closed, or reopened over {self.args.reopen_ramp:g}s"
+        )
+        before = run.read_status(self.status_file)
+        latencies: dict[str, list[float]] = {"with": [], "without": []}
+        windows: dict[str, list[dict]] = {"with": [], "without": []}
+        for number in range(1, rounds + 1):
+            for side in ("with", "without"):
+                name = f"prepare-spread {side} channels #{number}"
+                raw = self.bench.generators(self.server, self.bench.prepare_spec(self.server, hot=False))
+                latencies[side] += raw["latencies_ms"]
+                windows[side].append(self.window_row(name, raw))
+                if side == "with":
+                    self.close_channels()
+                else:
+                    self.reopen_channels()
+        after = run.read_status(self.status_file)
+        errors = {key: after.get(key, 0) - before.get(key, 0) for key in ("connect_errors", "dropped", "replaced")}
+        for side, name in (("with", "prepare-spread +channels"), ("without", "prepare-spread without (paired)")):
+            row = {
+                "windows": len(windows[side]),
+                "requests": len(latencies[side]),
+                **summarise(latencies[side]),
+                "window_p99_ms": [window["p99_ms"] for window in windows[side]],
+                "window_p50_ms": [window["p50_ms"] for window in windows[side]],
+                "errors": sum(window["errors"] for window in windows[side]),
+                "server_cpu_ms_per_req": [window["server_cpu_ms_per_req"] for window in windows[side]],
+            }
+            self.rows[name] = row
+            print(
+                f"{name:<32} {row['requests']} requests in {row['windows']} windows   p50 {row['p50_ms']} ms   p99 "
+                f"{row['p99_ms']} ms (the windows' p99 {row['window_p99_ms']})   errors {row['errors']}",
+                flush=True,
+            )
+        self.rows["prepare-spread +channels"]["channel_errors_between"] = errors
+        self.rows["prepare-spread +channels"]["errors"] += sum(errors.values())
+        return self.rows["prepare-spread +channels"]
+
+    def window_row(self, name: str, raw: dict) -> dict:
+        row = {"requests": len(raw["latencies_ms"]), **summarise(raw["latencies_ms"]), "errors": raw["errors"]}
+        row["throughput_rps"] = round(row["requests"] / self.duration, 1)
+        row["server_cpu_ms_per_req"] = round(1000 * raw["cpu"]["server_cpu_s"] / max(1, row["requests"]), 2)
+        row["generator_cpu_cores"] = raw["generator_cpu_cores"]
+        self.bench.print_row(name, {**row, "cpu": raw["cpu"]})
+        return row
+
+    def close_channels(self) -> None:
+        self.order("close")
+        self.wait_status(lambda s: s.get("connected", 1) == 0, 120)
+        run.settle(self.worker, max_seconds=30)
+
+    def reopen_channels(self) -> None:
+        count = len(self.data["channels"])
+        self.order("open", ramp_s=self.args.reopen_ramp)
+        self.wait_status(lambda s: s.get("connected", 0) >= count, self.args.reopen_ramp + 300)
+        run.settle(self.worker, max_seconds=30)
+
     # -- commands
     def command_delivery(self) -> dict:
         machines = self.data["real_machines"]
@@ -374,11 +445,19 @@ class ChannelBench:
         return row
 
     # -- storms
-    def storm(self, storm_id: int, *, during=None) -> dict:
+    def order(self, kind: str, **fields) -> int:
+        """Give the channel holder an order (bench/channelgen.py `hold`); returns its id."""
+        self.orders += 1
+        part = self.order_file.with_suffix(".part")
+        part.write_text(json.dumps({"id": self.orders, "kind": kind, **fields}))
+        part.replace(self.order_file)
+        return self.orders
+
+    def storm(self, *, during=None) -> dict:
         """Ask the holder to close and reopen every channel over the window; wait (bounded) until all are back."""
         before = run.read_status(self.status_file)
         window = self.args.storm
-        self.storm_file.write_text(json.dumps({"id": storm_id, "window_s": window, "seed": storm_id}))
+        storm_id = self.order("storm", window_s=window, seed=self.orders + 1)
         cpu0, t0 = common.cpu_seconds([self.worker]), time.monotonic()
         by_thread0 = common.thread_cpu_seconds(self.worker)
         if during is not None:
@@ -419,7 +498,7 @@ class ChannelBench:
             f"reconnect storm alone: {len(self.data['channels'])} channels closed and reopened "
             f"over {self.args.storm:g}s"
         )
-        row = self.storm(1)
+        row = self.storm()
         own = row["worker_cpu_s"] - idle_cores * row["elapsed_s"]
         row["worker_cpu_ms_per_reconnect"] = round(1000 * own / max(1, row["reconnects"]), 2)
         self.rows["reconnect storm alone"] = row
@@ -442,7 +521,7 @@ class ChannelBench:
         process = common.start_child("loadgen.py", spec)
         time.sleep(spec["warmup"])
         meter.start()
-        storm_row = self.storm(2)
+        storm_row = self.storm()
         cpu = meter.stop()
         raw = common.finish_child(process, timeout=spec["warmup"] + window + 120)
         raw.update(cpu=cpu, generator_cpu_cores=[round(raw["generator_cpu_s"] / window, 2)])
@@ -526,15 +605,18 @@ def project_summary(folded: Path, top: int = 25) -> str:
 def targets(rows: dict) -> dict:
     out: dict = {}
     lines: list[tuple[str, bool | None]] = []
-    without = rows.get("prepare-spread 1 worker", {}).get("p99_ms")
+    # Without the channels: the paired windows' (taken in turn with those with the channels), else the first one.
+    paired = rows.get("prepare-spread without (paired)", {})
+    without = paired.get("p99_ms") or rows.get("prepare-spread 1 worker", {}).get("p99_ms")
     for name, key, limit in (("prepare-spread +channels", "idle", 1.2), ("prepare-spread +storm", "storm", 2.0)):
         with_p99 = rows.get(name, {}).get("p99_ms")
         if without and with_p99:
             ratio = round(with_p99 / without, 2)
             out[f"p99_{key}_over_without"] = ratio
+            windows = f" (each side over its {paired['windows']} windows in turn)" if key == "idle" and paired else ""
             lines.append(
                 (
-                    f"prepare p99 {name.split('+')[1]} / without = {with_p99} / {without} ms = {ratio:.2f}"
+                    f"prepare p99 {name.split('+')[1]} / without = {with_p99} / {without} ms = {ratio:.2f}{windows}"
                     f"   target ≤ {limit:.2f}",
                     ratio <= limit,
                 )
@@ -677,7 +759,7 @@ def main() -> int:
         cb.one_at_a_time,
         cb.open_channels,
         lambda: cb.idle_cost(5.0 if args.quick else 10.0),
-        lambda: cb.prepare("prepare-spread +channels"),
+        cb.paired_prepares,
         cb.command_delivery,
         storm_alone,
         cb.storm_with_prepare,

@@ -77,9 +77,12 @@ def _sample(state: dict, text: str) -> None:
 
 
 async def hold(spec: dict) -> dict:
+    """The N idle daemons. Orders (JSON in `order_file`, each with a new "id") change what they do:
+    "storm" closes every channel at a random moment of `window_s` and reopens it at once; "close" closes them all
+    and keeps them closed; "open" reopens them, each at a random moment of `ramp_s`."""
     machines = spec["machines"]  # [stream path, device token]
     stop_file, status_file = Path(spec["stop_file"]), Path(spec["status_file"])
-    storm_file = Path(spec["storm_file"])
+    order_file = Path(spec["order_file"])
     deadline = time.monotonic() + spec["max_seconds"]
     timeout = spec.get("connect_timeout", 60.0)  # a daemon waits this long for `: connected`
     state = {
@@ -96,9 +99,12 @@ async def hold(spec: dict) -> dict:
     }
     connect_ms: dict[str, list[float]] = {"ramp": [], "storm": []}
     channels: list[RawStream | None] = [None] * len(machines)
-    asked: list[bool] = [False] * len(machines)
+    asked: list[bool] = [False] * len(machines)  # closed by us (a storm, or a close order), not dropped
     storm = {"phase": "ramp"}
     stopping = asyncio.Event()
+    held = asyncio.Event()  # cleared by a close order: the daemons stay away until an open order
+    held.set()
+    reopen = {"ramp_s": 0.0}
 
     async def connect(index: int):
         path, token = machines[index]
@@ -152,7 +158,11 @@ async def hold(spec: dict) -> dict:
                 return
             if asked[index]:
                 asked[index] = False
-                state["storm_reconnects"] += 1
+                if not held.is_set():  # closed on order: back at a random moment of the open order's ramp
+                    await held.wait()
+                    await asyncio.sleep(random.uniform(0, reopen["ramp_s"]))
+                else:
+                    state["storm_reconnects"] += 1
             else:
                 state["dropped"] += 1
                 await asyncio.sleep(random.uniform(0.5, 1.5))
@@ -181,20 +191,35 @@ async def hold(spec: dict) -> dict:
         storm["phase"] = "idle"
         storm["done"] = order.get("id")
 
+    def close_all() -> None:
+        held.clear()
+        for index in range(len(machines)):
+            ask_reconnect(index)
+
+    def open_all(order: dict) -> None:
+        reopen["ramp_s"] = order["ramp_s"]
+        held.set()
+
     async def watch():
-        storms_seen = set()
+        orders_seen = set()
         while time.monotonic() < deadline and not stop_file.exists():
-            if storm_file.exists() and storm["phase"] != "storm":
-                try:
-                    order = json.loads(storm_file.read_text())
-                except ValueError:
-                    order = None
-                if order and order.get("id") not in storms_seen:
-                    storms_seen.add(order["id"])
+            try:
+                order = json.loads(order_file.read_text()) if order_file.exists() else None
+            except ValueError:  # being written
+                order = None
+            if order and order["id"] not in orders_seen and storm["phase"] != "storm":
+                orders_seen.add(order["id"])
+                if order["kind"] == "storm":
                     asyncio.create_task(run_storm(order))
-            status_file.write_text(json.dumps({**state, "storm_done": storm.get("done"), "t": time.time()}))
+                elif order["kind"] == "close":
+                    close_all()
+                elif order["kind"] == "open":
+                    open_all(order)
+            status = {**state, "storm_done": storm.get("done"), "order": order and order["id"], "t": time.time()}
+            status_file.write_text(json.dumps(status))
             await asyncio.sleep(0.5)
         stopping.set()
+        held.set()
 
     tasks = [asyncio.create_task(daemon(i)) for i in range(len(machines))]
     await watch()
