@@ -357,7 +357,9 @@ def poll_steps(spec: dict):
             path, token = polls[(index + k * spec["clients"]) % len(polls)]
             await timed(
                 recorder,
-                lambda: spec["_client"].get(path, params={"wait": 0}, headers={"Authorization": f"Bearer {token}"}),
+                lambda: spec["_clients"][index].get(
+                    path, params={"wait": 0}, headers={"Authorization": f"Bearer {token}"}
+                ),
                 {200},
             )
 
