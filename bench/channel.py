@@ -376,7 +376,7 @@ class ChannelBench:
                 "window_p99_ms": [window["p99_ms"] for window in windows[side]],
                 "window_p50_ms": [window["p50_ms"] for window in windows[side]],
                 "errors": sum(window["errors"] for window in windows[side]),
-                "server_cpu_ms_per_req": [window["server_cpu_ms_per_req"] for window in windows[side]],
+                "server_cpu_ms_per_request": [window["server_cpu_ms_per_request"] for window in windows[side]],
             }
             self.rows[name] = row
             print(
@@ -390,10 +390,12 @@ class ChannelBench:
 
     def window_row(self, name: str, raw: dict) -> dict:
         row = {"requests": len(raw["latencies_ms"]), **summarise(raw["latencies_ms"]), "errors": raw["errors"]}
-        row["throughput_rps"] = round(row["requests"] / self.duration, 1)
-        row["server_cpu_ms_per_req"] = round(1000 * raw["cpu"]["server_cpu_s"] / max(1, row["requests"]), 2)
-        row["generator_cpu_cores"] = raw["generator_cpu_cores"]
-        self.bench.print_row(name, {**row, "cpu": raw["cpu"]})
+        row.update(
+            throughput_rps=round(row["requests"] / self.duration, 1),
+            cpu=raw["cpu"],
+            generator_cpu_cores=raw["generator_cpu_cores"],
+        )
+        self.bench.print_row(name, row)  # which adds server_cpu_ms_per_request
         return row
 
     def close_channels(self) -> None:

@@ -121,6 +121,27 @@ async def cpu_window(t_start: float, t_end: float, out: dict) -> None:
     out["cpu_s"] = time.process_time() - cpu0
 
 
+async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """An HTTP/1.1 answer's status and header fields (names and values lowercased), read up to its blank line."""
+    status = int((await reader.readline()).split()[1])
+    fields = {}
+    while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        fields[name.strip().lower()] = value.strip().lower()
+    return status, fields
+
+
+async def chunks_of(reader: asyncio.StreamReader):
+    """A chunked body's pieces as they arrive, up to its last (empty) chunk."""
+    for _ in range(10_000_000):
+        size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            return
+        data = await reader.readexactly(size)
+        await reader.readexactly(2)  # the chunk's CRLF
+        yield data
+
+
 class RawResponse:
     def __init__(self, status_code: int, content: bytes):
         self.status_code, self.content = status_code, content
@@ -178,27 +199,15 @@ class RawClient:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self.writer.write(message)
-        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        status = int(head[0].split(" ", 2)[1])
-        fields = {}
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            fields[name.strip().lower()] = value.strip().lower()
-        if "chunked" in fields.get("transfer-encoding", ""):
-            body = await self._chunked()
+        status, fields = await read_head(self.reader)
+        if fields.get("transfer-encoding") == "chunked":
+            body = b"".join([piece async for piece in chunks_of(self.reader)])
+            await self.reader.readuntil(b"\r\n")  # the empty trailer: the connection is read up to the next answer
         else:
             body = await self.reader.readexactly(int(fields.get("content-length", "0")))
         if fields.get("connection") == "close":
             self.close()
         return RawResponse(status, body)
-
-    async def _chunked(self) -> bytes:
-        parts = []
-        while size := int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16):
-            parts.append(await self.reader.readexactly(size))
-            await self.reader.readexactly(2)
-        await self.reader.readuntil(b"\r\n")  # the empty trailer
-        return b"".join(parts)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -576,11 +585,7 @@ class RawStream:
     async def open(cls, base_url: str, path: str, token: str) -> RawStream:
         reader, writer = await send_get(base_url, path, token, "Accept: text/event-stream")
         try:
-            status = int((await reader.readline()).split()[1])
-            headers = {}
-            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                headers[name.strip().lower()] = value.strip().lower()
+            status, headers = await read_head(reader)
             if status != 200:
                 length = int(headers.get("content-length", "0"))
                 body = await reader.readexactly(length) if length else b""
@@ -593,18 +598,14 @@ class RawStream:
 
     async def chunks(self):
         """The body's bytes as they arrive, until the server ends the stream."""
-        for _ in range(10_000_000):
-            if not self.chunked:
-                data = await self.reader.read(65536)
-                if not data:
-                    return
+        if self.chunked:
+            async for data in chunks_of(self.reader):
                 yield data
-                continue
-            size = int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
+            return
+        for _ in range(10_000_000):
+            data = await self.reader.read(65536)
+            if not data:
                 return
-            data = await self.reader.readexactly(size)
-            await self.reader.readexactly(2)  # the chunk's CRLF
             yield data
 
     async def messages(self):
