@@ -225,11 +225,18 @@ ACP_STREAM_MAX_SECONDS = env_float("ACP_STREAM_MAX_SECONDS", 300.0)  # then the 
 # each process marks the machines of its open channels seen every PRESENCE_INTERVAL seconds (in one statement).
 ACP_CHANNEL_MAX_SECONDS = env_float("ACP_CHANNEL_MAX_SECONDS", 1800.0)
 ACP_CHANNEL_PRESENCE_INTERVAL = env_float("ACP_CHANNEL_PRESENCE_INTERVAL", 30.0)
-# Channel connects a process opens at once (the rest wait their turn), and how long one may wait before a 503.
-# One at a time keeps up with 10,000 reconnects a minute alone and leaves a loaded API most of its core (README,
-# "Figures": two at once doubled the prepares' p99 beside a reconnect storm, one keeps it at 1.4×).
-ACP_CHANNEL_CONNECTS_AT_ONCE = env_int("ACP_CHANNEL_CONNECTS_AT_ONCE", 1)
-ACP_CHANNEL_CONNECT_QUEUE_WAIT = env_float("ACP_CHANNEL_CONNECT_QUEUE_WAIT", 10.0)
+# How a process takes channel connects in (acp/serving/fast_streams.py ConnectAdmission): at most PER_SECOND (0: no
+# pace), AT_ONCE at the same time, in arrival order; one that would wait more than QUEUE_WAIT seconds is answered 503
+# with a Retry-After. 125 a second is about a fifth of a core on this project's machine, and 10,000 daemons back in
+# 80 s with no 503 (README, "The machine channel"); the wait stays below the daemons' 30 s read timeout.
+ACP_CHANNEL_CONNECTS_AT_ONCE = env_int("ACP_CHANNEL_CONNECTS_AT_ONCE", 2)
+ACP_CHANNEL_CONNECTS_PER_SECOND = env_float("ACP_CHANNEL_CONNECTS_PER_SECOND", 125.0)
+ACP_CHANNEL_CONNECT_QUEUE_WAIT = env_float("ACP_CHANNEL_CONNECT_QUEUE_WAIT", 25.0)
+if ACP_CHANNEL_CONNECTS_AT_ONCE < 1 or ACP_CHANNEL_CONNECTS_PER_SECOND < 0 or ACP_CHANNEL_CONNECT_QUEUE_WAIT < 0:
+    raise ImproperlyConfigured(
+        "ACP_CHANNEL_CONNECTS_AT_ONCE must be at least 1, ACP_CHANNEL_CONNECTS_PER_SECOND and "
+        "ACP_CHANNEL_CONNECT_QUEUE_WAIT at least 0."
+    )
 if not 0 < ACP_CHANNEL_PRESENCE_INTERVAL < ACP_DEVICE_OFFLINE_AFTER:
     raise ImproperlyConfigured(
         f"ACP_CHANNEL_PRESENCE_INTERVAL ({ACP_CHANNEL_PRESENCE_INTERVAL:g}) must be above 0 and below "

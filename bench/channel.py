@@ -58,6 +58,9 @@ ONE_AT_A_TIME_BLOCKS = 10  # connects and polls alternate in blocks: a change in
 # falls within either, ACP_LONG_POLL_RECHECK being 60 s), only the wait is shorter.
 LONG_POLL_WAIT = 1
 LONG_POLL_GAP = 0.02  # seconds between two long-polls' starts: each one's work is done alone, their waits overlap
+# Seconds after a storm's window within which every channel must be back (its daemons paced by 503 + Retry-After
+# meanwhile); one not back by then is an error. The prepares beside a storm run until it is back.
+STORM_DRAIN = 60.0
 ONE_AT_A_TIME_KINDS = {
     "connect": "channel connect",
     "poll": "poll take-in (wait=0)",
@@ -459,13 +462,13 @@ class ChannelBench:
         """Ask the holder to close and reopen every channel over the window; wait (bounded) until all are back."""
         before = run.read_status(self.status_file)
         window = self.args.storm
-        storm_id = self.order("storm", window_s=window, seed=self.orders + 1)
+        storm_id = self.order("storm", window_s=window, seed=self.orders + 1, drain_s=STORM_DRAIN)
         cpu0, t0 = common.cpu_seconds([self.worker]), time.monotonic()
         by_thread0 = common.thread_cpu_seconds(self.worker)
         if during is not None:
             during()
         try:
-            status = self.wait_status(lambda s: s.get("storm_done") == storm_id, window + 120)
+            status = self.wait_status(lambda s: s.get("storm_done") == storm_id, window + STORM_DRAIN + 60)
         except TimeoutError as exc:
             log(f"storm {storm_id}: {exc}")
             status = run.read_status(self.status_file)
@@ -488,6 +491,7 @@ class ChannelBench:
             "replaced": replaced,
             "errors": storm_errors + dropped + replaced + max(0, not_back),
             "connected_after": status["connected"],
+            "all_back_s": status.get("storm_back_s"),
             "refused": status.get("refused"),
             "worker_cpu_s": round(cpu, 2),
             "worker_cpu_s_by_thread": by_thread,
@@ -506,7 +510,7 @@ class ChannelBench:
         self.rows["reconnect storm alone"] = row
         loop, others = (1000 * row["worker_cpu_s_by_thread"][name] / max(1, row["reconnects"]) for name in THREADS)
         print(
-            f"{'reconnect storm alone':<26} {row['reconnects']} reconnects in {row['elapsed_s']}s, errors "
+            f"{'reconnect storm alone':<26} {row['reconnects']} reconnects, {back(row)}, errors "
             f"{row['errors']}   | {row['worker_cpu_ms_per_reconnect']} ms worker CPU/reconnect (close + open, the "
             f"idle holding's {idle_cores:.3f} cores deducted; before that: event loop {loop:.2f}, other threads "
             f"{others:.2f})",
@@ -515,26 +519,31 @@ class ChannelBench:
         return row
 
     def storm_with_prepare(self) -> dict:
+        """The storm while prepare-spread runs, from the storm's start until every channel is back (the prepares'
+        window is as long as the longest storm allowed; those answered after the storm's end are left out)."""
         window = self.args.storm
-        log(f"reconnect storm +prepare: prepare-spread over the {window:g}s storm")
+        log(f"reconnect storm +prepare: prepare-spread from the {window:g}s storm's start until every channel is back")
         spec = self.bench.prepare_spec(self.server, hot=False)
-        spec.update(duration=window)
+        spec.update(duration=window + STORM_DRAIN, timeline=True)
         meter = CpuMeter(self.bench.cpu_groups(self.server))
         process = common.start_child("loadgen.py", spec)
         time.sleep(spec["warmup"])
         meter.start()
         storm_row = self.storm()
         cpu = meter.stop()
-        raw = common.finish_child(process, timeout=spec["warmup"] + window + 120)
-        raw.update(cpu=cpu, generator_cpu_cores=[round(raw["generator_cpu_s"] / window, 2)])
+        raw = common.finish_child(process, timeout=spec["warmup"] + spec["duration"] + 120)
+        during = storm_row["all_back_s"] or storm_row["elapsed_s"]
+        answered = raw.pop("answered_s")
+        raw["latencies_ms"] = [ms for ms, t in zip(raw["latencies_ms"], answered, strict=True) if t <= during]
+        raw.update(cpu=cpu, generator_cpu_cores=[round(raw["generator_cpu_s"] / spec["duration"], 2)])
         for key in ("completed", "window_s", "generator_cpu_s"):
             raw.pop(key, None)
-        self.bench.record("prepare-spread +storm", raw, window=window)
+        self.bench.record("prepare-spread +storm", raw, window=during)
         # No CPU per reconnect here: the worker's CPU minus the prepares' share at their no-channel cost came out
         # anywhere from 3.8 ms to below zero; the storm alone measures it.
         self.rows["reconnect storm +prepare"] = storm_row
         print(
-            f"{'reconnect storm +prepare':<26} {storm_row['reconnects']} reconnects in {storm_row['elapsed_s']}s, "
+            f"{'reconnect storm +prepare':<26} {storm_row['reconnects']} reconnects, {back(storm_row)}, "
             f"errors {storm_row['errors']}   | the worker {storm_row['worker_cpu_s'] / storm_row['elapsed_s']:.2f} "
             "cores with the prepares",
             flush=True,
@@ -581,6 +590,12 @@ class ChannelBench:
 
 
 PROJECT_PACKAGES = ("acp/", "sessions/", "commands/", "bindings/")
+
+
+def back(storm: dict) -> str:
+    if storm["all_back_s"] is None:
+        return f"{storm['not_back']} not back {STORM_DRAIN:g}s after the window"
+    return f"all back after {storm['all_back_s']}s"
 
 
 def project_summary(folded: Path, top: int = 25) -> str:

@@ -95,6 +95,7 @@ async def hold(spec: dict) -> dict:
         "replaced": 0,
         "storm_reconnects": 0,
         "storm_errors": 0,
+        "storm_back_s": None,  # the last storm: seconds from its start until every channel was up again
         "error_samples": [],
     }
     connect_ms: dict[str, list[float]] = {"ramp": [], "storm": []}
@@ -183,10 +184,14 @@ async def hold(spec: dict) -> dict:
             loop.call_at(now + rng.uniform(0, order["window_s"]), ask_reconnect, index)
         await asyncio.sleep(order["window_s"])
         # Wait (bounded) until every channel asked to reconnect is up again.
-        for _ in range(600):
+        drain_until = loop.time() + order.get("drain_s", 60.0)
+        while loop.time() < drain_until:
             if not any(asked) and state["connected"] == len(machines):
+                state["storm_back_s"] = round(loop.time() - now, 1)
                 break
             await asyncio.sleep(0.1)
+        else:
+            state["storm_back_s"] = None
         state["storm_errors"] += state["connect_errors"] - errors_before
         storm["phase"] = "idle"
         storm["done"] = order.get("id")

@@ -241,7 +241,10 @@ async def closed_loop(spec: dict, make_step) -> dict:
     finally:
         for client in spec["_clients"]:
             client.close()
-    return recorder.result(spec["duration"], cpu)
+    result = recorder.result(spec["duration"], cpu)
+    if spec.get("timeline"):  # when each answer came, in seconds into the window (for latency over time)
+        result["answered_s"] = [round(t - t_start, 3) for t in recorder.answered_at]
+    return result
 
 
 async def timed(recorder: Recorder, request, expected: set[int], on_response=None, t0: float | None = None):

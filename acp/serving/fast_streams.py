@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import random
 import re
 import time
@@ -41,7 +42,7 @@ from acp.api.throttling import API, COUNTED_SCOPE_KEY, DAEMON, Counted, token_us
 from acp.asgi_guards import refuse
 from acp.serving.request_threads import run_in_background
 
-BUSY_RETRY_AFTER = (5, 30)  # seconds: the range a refused connect is told to wait
+BUSY_RETRY_AFTER = (5, 30)  # seconds: the range a refused connect is told to wait, beyond the slots taken ahead
 
 
 @dataclass(frozen=True)
@@ -109,32 +110,35 @@ class FastStreamRouter:
     def __init__(self, app, streams: list[FastStream]):
         self.app = app
         self.streams = streams
-        self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._admission: tuple[asyncio.AbstractEventLoop, ConnectAdmission] | None = None
 
     async def __call__(self, scope, receive, send):
         plain = self._plain(scope) if scope["type"] == "http" and scope["method"] == "GET" else None
         if plain is None:
             return await self.app(scope, receive, send)
-        turns = self._connect_turns()
+        admission = self._connect_admission()
         try:
-            async with asyncio.timeout(settings.ACP_CHANNEL_CONNECT_QUEUE_WAIT):
-                await turns.acquire()
-        except TimeoutError:
-            return await _busy(send)
-        try:
-            opened = await run_in_background(lambda: _open(plain))
-        finally:
-            turns.release()
+            async with admission.turn():
+                opened = await run_in_background(lambda: _open(plain))
+        except Busy as busy:
+            return await _busy(send, busy.retry_after)
         if isinstance(opened, _HandOn):
             return await self.app(opened.scope(scope), receive, send)
         stream, usage_headers = opened
         await _serve(stream, _headers(plain, usage_headers), receive, send)
 
-    def _connect_turns(self) -> asyncio.Semaphore:
+    def _connect_admission(self) -> ConnectAdmission:
         loop = asyncio.get_running_loop()  # one per event loop (a test runs several, one after the other)
-        if self._turns is None or self._turns[0] is not loop:
-            self._turns = (loop, asyncio.Semaphore(settings.ACP_CHANNEL_CONNECTS_AT_ONCE))
-        return self._turns[1]
+        if self._admission is None or self._admission[0] is not loop:
+            self._admission = (
+                loop,
+                ConnectAdmission(
+                    at_once=settings.ACP_CHANNEL_CONNECTS_AT_ONCE,
+                    per_second=settings.ACP_CHANNEL_CONNECTS_PER_SECOND,
+                    queue_wait=settings.ACP_CHANNEL_CONNECT_QUEUE_WAIT,
+                ),
+            )
+        return self._admission[1]
 
     def _plain(self, scope) -> _Plain | None:
         for stream in self.streams:
@@ -156,6 +160,57 @@ class FastStreamRouter:
             return None
         token = _token(headers)
         return None if token is None else _Plain(stream, kwargs, token, secure)
+
+
+class Busy(Exception):
+    """Refused a turn: come back in `retry_after` seconds."""
+
+    def __init__(self, retry_after: int):
+        self.retry_after = retry_after
+
+
+class ConnectAdmission:
+    """When the connects of one process take their turn: at most `per_second` of them (0: no such limit), each given
+    the next free slot of that pace in arrival order, and at most `at_once` opened at the same time.
+
+    The pace keeps what a reconnect storm (a deploy) takes from the API's requests to a known share of the worker,
+    however busy the worker is (taking turns alone let the storm take more of an idle worker, and pass fewer
+    connects the busier it was). A connect whose slot lies more than `queue_wait` seconds ahead is refused at once
+    (`Busy`) and told to come back after the slots already taken, at a moment spread over BUSY_RETRY_AFTER beyond
+    them, so that the refused do not all come back together, nor before there is room. One that waited
+    `queue_wait` for a turn is refused too.
+    """
+
+    def __init__(self, *, at_once: int, per_second: float, queue_wait: float):
+        self.interval = 1 / per_second if per_second > 0 else 0.0
+        self.queue_wait = queue_wait
+        self._turns = asyncio.Semaphore(at_once)
+        self._next_slot = 0.0  # in the loop's time
+
+    @contextlib.asynccontextmanager
+    async def turn(self):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.queue_wait
+        if wait := self._slot(loop.time()):
+            await asyncio.sleep(wait)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise Busy(random.randint(*BUSY_RETRY_AFTER)) from None
+        try:
+            yield
+        finally:
+            self._turns.release()
+
+    def _slot(self, now: float) -> float:
+        """Take the next slot of the pace: the seconds until it comes."""
+        slot = max(now, self._next_slot)
+        if slot - now > self.queue_wait:
+            taken_ahead = slot - now - self.queue_wait
+            raise Busy(math.ceil(taken_ahead) + random.randint(*BUSY_RETRY_AFTER))
+        self._next_slot = slot + self.interval
+        return slot - now
 
 
 def _accepts_stream(accept: bytes | None) -> bool:
@@ -295,9 +350,8 @@ def _headers(plain: _Plain, usage_headers: dict) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in headers]
 
 
-async def _busy(send) -> None:
-    """503 `service_unavailable`, with a Retry-After spread over a range so the refused do not come back together."""
-    retry_after = random.randint(*BUSY_RETRY_AFTER)
+async def _busy(send, retry_after: int) -> None:
+    """503 `service_unavailable`, with the Retry-After `ConnectAdmission` chose."""
     message = f"The server is opening many channels at once; retry in {retry_after} s."
     retry = ((b"retry-after", str(retry_after).encode()),)
     await refuse(send, 503, message, "service_unavailable", {"retryAfter": retry_after}, retry)

@@ -112,11 +112,29 @@ def test_presence_refreshes_every_held_channel_in_one_statement(user, django_ass
     assert presence.held() == [] and presence.refresh() == 0
 
 
-def test_a_presence_interval_not_below_the_offline_time_is_refused_at_start_up():
-    environment = {**os.environ, "SECRET_KEY": "x", "DJANGO_SETTINGS_MODULE": "acp.settings"}
-    environment.update(ACP_DEVICE_OFFLINE_AFTER="30", ACP_CHANNEL_PRESENCE_INTERVAL="30")
-    done = subprocess.run(
+def start_up(**settings) -> subprocess.CompletedProcess:
+    """Django set up in a process of its own with these settings in its environment."""
+    environment = {**os.environ, "SECRET_KEY": "x", "DJANGO_SETTINGS_MODULE": "acp.settings", **settings}
+    return subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+def test_a_presence_interval_not_below_the_offline_time_is_refused_at_start_up():
+    done = start_up(ACP_DEVICE_OFFLINE_AFTER="30", ACP_CHANNEL_PRESENCE_INTERVAL="30")
     assert done.returncode != 0 and "ACP_CHANNEL_PRESENCE_INTERVAL (30) must be" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"ACP_CHANNEL_CONNECTS_AT_ONCE": "0"},  # no connect would ever be opened
+        {"ACP_CHANNEL_CONNECTS_PER_SECOND": "-1"},
+        {"ACP_CHANNEL_CONNECT_QUEUE_WAIT": "-1"},
+    ],
+)
+def test_a_connect_admission_that_could_not_work_is_refused_at_start_up(setting):
+    done = start_up(**setting)
+    assert done.returncode != 0 and "ACP_CHANNEL_CONNECTS_AT_ONCE must be at least 1" in done.stderr
+    assert start_up().returncode == 0  # the defaults start

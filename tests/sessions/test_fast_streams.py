@@ -212,3 +212,43 @@ def test_connects_take_turns_and_one_that_waited_too_long_is_told_to_come_back(s
     assert 5 <= int(headers[b"retry-after"]) <= 30
     assert first[0] == second[0] == 599  # had their turn (and went on to Django)
     assert router.app.paths == [scope["path"]] * 2
+
+
+def test_connects_are_paced_in_arrival_order_and_one_whose_slot_is_too_far_ahead_is_refused_at_once(
+    settings, user, device
+):
+    """At 10 a second with 0.5 s of queue: of 9 connects arriving together, 6 get a slot (0, 0.1 … 0.5 s ahead) and
+    are opened a tenth of a second apart; the other 3 are answered 503 before the last slot comes, told to come
+    back after the slots already taken."""
+    settings.ACP_CHANNEL_CONNECTS_PER_SECOND, settings.ACP_CHANNEL_CONNECT_QUEUE_WAIT = 10, 0.5
+    settings.ACP_CHANNEL_CONNECTS_AT_ONCE = 4
+    [channel_stream] = fast_streams()
+    opened_at = []
+
+    def timed_open(caller, **kwargs):  # then hands the request to Django
+        opened_at.append(time.monotonic())
+
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=timed_open)])
+    scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user)))
+
+    async def nine_connects():
+        answered_at = {}
+
+        async def connect(index):
+            answer = await serve(router, scope)
+            answered_at[index] = time.monotonic()
+            return answer
+
+        answers = await asyncio.gather(*(connect(i) for i in range(9)))
+        return answers, answered_at
+
+    answers, answered_at = asyncio.run(asyncio.wait_for(nine_connects(), 10))
+    refused = [i for i, (status, _, _) in enumerate(answers) if status == 503]
+    assert [status for status, _, _ in answers] == [599] * 6 + [503] * 3  # arrival order
+    gaps = [later - earlier for earlier, later in zip(opened_at, opened_at[1:], strict=False)]
+    assert len(opened_at) == 6 and min(gaps) >= 0.1 - 0.01  # the pace (a timer may fire a little early)
+    assert max(answered_at[i] for i in refused) < opened_at[-1]  # refused at once, not after waiting
+    for i in refused:
+        status, headers, body = answers[i]
+        assert json.loads(body)["code"] == "service_unavailable"
+        assert 5 + 1 <= int(headers[b"retry-after"]) <= 30 + 1  # beyond the slots taken ahead (0.1 s of them)
