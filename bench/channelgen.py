@@ -96,6 +96,7 @@ async def hold(spec: dict) -> dict:
         "storm_reconnects": 0,
         "storm_errors": 0,
         "storm_back_s": None,  # the last storm: seconds from its start until every channel was up again
+        "storm_not_back": 0,  # the last storm: channels not up again when its drain ended
         "error_samples": [],
     }
     connect_ms: dict[str, list[float]] = {"ramp": [], "storm": []}
@@ -192,6 +193,8 @@ async def hold(spec: dict) -> dict:
             await asyncio.sleep(0.1)
         else:
             state["storm_back_s"] = None
+        not_back = max(len(machines) - state["connected"], sum(asked))
+        state["storm_not_back"] = 0 if state["storm_back_s"] is not None else not_back
         state["storm_errors"] += state["connect_errors"] - errors_before
         storm["phase"] = "idle"
         storm["done"] = order.get("id")
