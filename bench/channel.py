@@ -477,8 +477,10 @@ class ChannelBench:
         by_thread = {name: round(s - by_thread0[name], 2) for name, s in common.thread_cpu_seconds(self.worker).items()}
         reconnects = status["storm_reconnects"] - before.get("storm_reconnects", 0)
         storm_errors = status["connect_errors"] - before.get("connect_errors", 0)
-        # Counted when the drain ended (the holder's figure): one back a moment later is still late.
-        not_back = status.get("storm_not_back", len(self.data["channels"]) - status["connected"])
+        # Counted when the drain ended (the holder's figure): one back a moment later is still late. A holder that
+        # never said the storm was done is read as it stands.
+        done = status.get("storm_done") == storm_id
+        not_back = status["storm_not_back"] if done else len(self.data["channels"]) - status["connected"]
         dropped = status["dropped"] - before.get("dropped", 0)
         replaced = status["replaced"] - before.get("replaced", 0)
         return {

@@ -189,12 +189,11 @@ class ConnectAdmission:
 
     @contextlib.asynccontextmanager
     async def turn(self):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.queue_wait
-        if wait := self._slot(loop.time()):
+        now = asyncio.get_running_loop().time()
+        if wait := self._slot(now):
             await asyncio.sleep(wait)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(now + self.queue_wait):
                 await self._turns.acquire()
         except TimeoutError:
             raise Busy(random.randint(*BUSY_RETRY_AFTER)) from None
