@@ -79,9 +79,12 @@ class Recorder:
         if self.in_window(t):
             self.notes[name] = self.notes.get(name, 0) + 1
 
-    def result(self, window: float, cpu: dict) -> dict:
-        """What the generator reports (one JSON line): the latencies, statuses, errors and its own CPU."""
+    def result(self, window: float, cpu: dict, *, timeline: bool = False) -> dict:
+        """What the generator reports (one JSON line): the latencies, statuses, errors and its own CPU; with
+        `timeline`, when each answer came too, in seconds into the window (`answered_s`, beside `latencies_ms`)."""
+        timeline_fields = {"answered_s": [round(t - self.t_start, 3) for t in self.answered_at]} if timeline else {}
         return {
+            **timeline_fields,
             "latencies_ms": [round(x, 3) for x in self.latencies_ms],
             "completed": len(self.latencies_ms),
             "window_s": window,
@@ -241,10 +244,7 @@ async def closed_loop(spec: dict, make_step) -> dict:
     finally:
         for client in spec["_clients"]:
             client.close()
-    result = recorder.result(spec["duration"], cpu)
-    if spec.get("timeline"):  # when each answer came, in seconds into the window (for latency over time)
-        result["answered_s"] = [round(t - t_start, 3) for t in recorder.answered_at]
-    return result
+    return recorder.result(spec["duration"], cpu, timeline=spec.get("timeline", False))
 
 
 async def timed(recorder: Recorder, request, expected: set[int], on_response=None, t0: float | None = None):

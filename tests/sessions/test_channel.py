@@ -137,4 +137,7 @@ def test_a_presence_interval_not_below_the_offline_time_is_refused_at_start_up()
 def test_a_connect_admission_that_could_not_work_is_refused_at_start_up(setting):
     done = start_up(**setting)
     assert done.returncode != 0 and "ACP_CHANNEL_CONNECTS_AT_ONCE must be at least 1" in done.stderr
-    assert start_up().returncode == 0  # the defaults start
+
+
+def test_the_default_connect_admission_starts():
+    assert start_up().returncode == 0
