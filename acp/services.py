@@ -91,18 +91,27 @@ def _wake_channels(token: ApiToken) -> None:
 
 def token_touch(*, token: ApiToken, now=None) -> None:
     """Record use, at most once per ACP_TOKEN_TOUCH_INTERVAL so reads stay free of writes."""
+    statement = token_use_statement(token=token, now=now or timezone.now())
+    if statement is not None:
+        with rawsql.database().cursor() as cursor:
+            cursor.execute(*statement)
+
+
+def token_use_statement(*, token: ApiToken, now) -> tuple[str, list] | None:
+    """The UPDATE that records `token`'s use at `now` and its parameters, if one is due (`token_touch`); the token
+    reads as used from then on. None: none is due.
+
+    For a caller that sends it with a statement of its own (a channel's open), saving a round trip to the database:
+    a reconnect storm touches every daemon's token (bench/channel.py). Written out for the same reason."""
     from django.conf import settings
 
-    now = now or timezone.now()
     interval = timedelta(seconds=settings.ACP_TOKEN_TOUCH_INTERVAL)
-    if token.last_used_at is None or now - token.last_used_at >= interval:
-        db = rawsql.database()  # written out: a reconnect storm touches every daemon's token (bench/channel.py)
-        with db.cursor() as cursor:
-            cursor.execute(
-                _token_touch_sql(db.vendor),
-                [rawsql.db_value(db, ApiToken, "last_used_at", now), rawsql.db_value(db, ApiToken, "id", token.pk)],
-            )
-        token.last_used_at = now
+    if token.last_used_at is not None and now - token.last_used_at < interval:
+        return None
+    db = rawsql.database()
+    params = [rawsql.db_value(db, ApiToken, "last_used_at", now), rawsql.db_value(db, ApiToken, "id", token.pk)]
+    token.last_used_at = now
+    return _token_touch_sql(db.vendor), params
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from acp import realtime
 from acp.domain import Conflict, InvalidInput, NotFound, Outcome
 from acp.models import Device
 from acp.references import gone_references, lock_model_fields, lock_row
+from acp.services import token_use_statement
 from acp.serving import rawsql
 from commands.choices import EventType, SessionStatus
 from commands.models import Thread
@@ -256,23 +257,31 @@ def launches_expire(*, now=None, dry_run: bool = False) -> int:
 # --- machine channels: one per machine (Device.channel_id); opening one replaces the last -------------------------
 
 
-def machine_channel_open(*, user_id, machine_id, channel_id, now=None) -> PendingWork | None:
+def machine_channel_open(*, user_id, machine_id, channel_id, token=None, now=None) -> PendingWork | None:
     """Make `channel_id` the machine's one channel if it is one of the user's, and mark it seen, in one statement
-    that also says what is pending for it; the channel it replaces (on any server process) is woken on commit and
-    ends, this one is not (`realtime.from_origin`). None: no such machine of the user's.
+    that also says what is pending for it and records the use of `token` (the caller's) when due; the channel it
+    replaces (on any server process) is woken on commit and ends, this one is not (`realtime.from_origin`). None: no
+    such machine of the user's.
 
     Written out (acp/serving/rawsql.py): building and compiling it through the ORM cost a daemon's connect more CPU
-    than the statement (bench/channel.py --profile)."""
+    than the statement (bench/channel.py --profile), and each round trip to the database a connect makes is a wait
+    for the GIL when it comes back, which in a reconnect storm bounds how many connects a second a worker opens."""
     db = rawsql.database()
     now = now or timezone.now()
     seen = rawsql.db_value(db, Device, "last_seen_at", now)
     returning, returning_params = "pg_notify(%s, %s)", [realtime.CHANNEL, _origin_key(machine_id, channel_id)]
     if db.vendor != "postgresql":
         returning, returning_params = "1", []
+    token_use = None if token is None else token_use_statement(token=token, now=now)
     with db.cursor() as cursor:
+        if token_use is not None and db.vendor != "postgresql":
+            cursor.execute(*token_use)  # an UPDATE inside WITH is PostgreSQL's own
+            token_use = None
+        before, before_params = ("", []) if token_use is None else token_use
         cursor.execute(
-            _channel_open_sql(db.vendor, returning),
+            _channel_open_sql(db.vendor, returning, before),
             [
+                *before_params,
                 seen,
                 seen,
                 rawsql.db_value(db, Device, "channel_id", channel_id),
@@ -292,12 +301,13 @@ def _origin_key(machine_id, channel_id) -> str:
 
 
 @functools.cache
-def _channel_open_sql(vendor: str, returning: str) -> str:  # one per database vendor: names are quoted by its backend
+def _channel_open_sql(vendor: str, returning: str, before: str = "") -> str:
+    """One per database vendor (names are quoted by its backend); `before`, an UPDATE made in the same statement."""
     device, col = rawsql.quote(Device._meta.db_table), rawsql.column
     written = ("last_seen_at", "updated_at", "channel_id", "channel_opened_at")
     assigned = ", ".join(f"{col(Device, name)} = %s" for name in written)
     return (
-        f"UPDATE {device} SET {assigned}"
+        (f"WITH written_first AS ({before}) " if before else "") + f"UPDATE {device} SET {assigned}"
         f" WHERE {col(Device, 'id')} = %s AND {col(Device, 'user')} = %s"
         f" RETURNING {returning}, {pending_work_sql(vendor, device)}"
     )

@@ -29,13 +29,15 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         return self.keyword
 
 
-def authenticate_raw_token(raw: str):
-    """Return (user, token) for a usable token, else raise AuthenticationFailed."""
+def authenticate_raw_token(raw: str, *, touch: bool = True):
+    """Return (user, token) for a usable token, else raise AuthenticationFailed. With `touch=False` its use is not
+    recorded here: the caller records it (`token_use_statement`)."""
     if not raw.startswith(TOKEN_PREFIX):
         raise exceptions.AuthenticationFailed(INVALID_TOKEN)
     token = token_by_hash(token_hash(raw))
     now = timezone.now()
     if token is None or not token.is_usable(now) or not token.user.is_active:
         raise exceptions.AuthenticationFailed(INVALID_TOKEN)
-    token_touch(token=token, now=now)
+    if touch:
+        token_touch(token=token, now=now)
     return token.user, token

@@ -316,7 +316,7 @@ def _open(plain: _Plain):
 
     The opened stream and its rate-limit headers, or `_HandOn` for Django to answer."""
     try:
-        user, token = authenticate_raw_token(plain.token)
+        user, token = authenticate_raw_token(plain.token, touch=False)  # recorded by the open, if it opens
     except AuthenticationFailed:
         return _HandOn()
     view, action = plain.stream.view, plain.stream.action

@@ -91,7 +91,9 @@ def channel_open(caller, *, machine_id) -> EventStream | None:
     # Subscribed before the open reads what is pending: whatever commits after that read wakes the channel.
     subscription = subscribe(key, origin=str(channel_id))
     try:
-        opened = machine_channel_open(user_id=caller.user.pk, machine_id=machine_id, channel_id=channel_id)
+        opened = machine_channel_open(
+            user_id=caller.user.pk, machine_id=machine_id, channel_id=channel_id, token=caller.auth
+        )
     except BaseException:
         subscription.close()
         raise

@@ -58,6 +58,21 @@ def test_opening_proves_ownership_marks_seen_and_takes_the_slot_in_one_statement
     assert Device.objects.get(pk=other_device.pk).channel_id is None
 
 
+def test_opening_records_the_use_of_the_callers_token_in_the_same_statement(user, device, django_assert_num_queries):
+    ApiToken.objects.filter(key_hash=token_hash(make_token(user))).update(last_used_at=None)
+    token = ApiToken.objects.get(key_hash=token_hash(make_token(user)))
+    with django_assert_num_queries(1):
+        machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=uuid.uuid4(), token=token)
+    recorded = ApiToken.objects.get(pk=token.pk).last_used_at
+    assert recorded is not None and token.last_used_at == recorded
+    soon = recorded + timedelta(seconds=1)  # within ACP_TOKEN_TOUCH_INTERVAL: not recorded again
+    machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=uuid.uuid4(), token=token, now=soon)
+    assert ApiToken.objects.get(pk=token.pk).last_used_at == recorded
+    later = recorded + timedelta(hours=1)
+    machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=uuid.uuid4(), token=token, now=later)
+    assert ApiToken.objects.get(pk=token.pk).last_used_at == later
+
+
 def test_the_open_reads_what_is_pending_so_the_first_fetch_of_an_idle_machine_costs_no_query(
     user, workspace, device, django_assert_num_queries
 ):

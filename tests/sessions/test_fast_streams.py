@@ -120,6 +120,8 @@ def test_a_daemon_connecting_is_served_without_django(router, user, device):
         assert body.startswith(b": connected\n\nevent: command\n") and b"ratelimit-limit" in headers
     assert router.app.paths == []
     assert Device.objects.get(pk=device.pk).channel_id is not None
+    tokens = ApiToken.objects.filter(key_hash__in=[token_hash(daemon_token), token_hash(user_token)])
+    assert [token.last_used_at is not None for token in tokens] == [True, True]  # recorded by the open
 
 
 def test_every_other_request_goes_to_django_untouched(router, user, device, other_device):
