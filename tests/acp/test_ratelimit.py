@@ -3,10 +3,12 @@
 Across server processes sharing Redis: tests/sessions/test_ratelimit_live.py.
 """
 
+import threading
 import time
 
 import pytest
 
+from acp.api.throttling import MemoryWindows
 from tests.conftest import make_client, make_token
 from tests.sessions.live import free_port
 
@@ -88,6 +90,20 @@ def test_requests_without_a_token_and_refused_requests_are_not_counted(limits, a
     assert "RateLimit-Limit" not in anon.get("/healthz")
     # A device token may not list projects: the 403 costs nothing from its budget.
     assert [r.status_code for r in spend(device_api, "/v1/projects", 6)] == [403] * 6
+
+
+def test_the_memory_store_drops_expired_counts_as_it_counts_without_a_thread():
+    store = MemoryWindows()
+    threads = threading.active_count()
+    assert [store.incr("kept", 3600) for _ in range(3)] == [1, 2, 3]
+    for n in range(10_000):  # a reconnect storm's daemons, each counted once
+        store.incr(f"daemon {n}", 0.01)
+    assert threading.active_count() == threads  # limits' MemoryStorage starts a timer thread that walks every key
+    deadline = time.monotonic() + 5
+    while store.incr("probe", 3600) and len(store) > 2:  # each count drops the counts expired by then
+        assert time.monotonic() < deadline, len(store)
+        time.sleep(0.01)
+    assert store.incr("kept", 3600) == 4 and store.incr("daemon 0", 0.01) == 1
 
 
 def test_off_when_disabled(limits, api):
