@@ -77,8 +77,9 @@ class Device(OwnedModel):
     daemon_version = models.CharField(max_length=100, blank=True, default="")
     capabilities = models.JSONField(default=dict, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
-    # The machine's one channel (GET /api/v1/machines/{id}/stream): the id of the latest one opened, and when. A
-    # channel that finds another id here was replaced; the process holding it keeps last_seen_at fresh meanwhile.
+    # The machine's one channel (GET /api/v1/machines/{id}/stream): the id of the one whose connect arrived last, and
+    # when it arrived (sessions/services.py machine_channel_open). A channel that finds another id here was replaced;
+    # the process holding it keeps last_seen_at fresh meanwhile.
     channel_id = models.UUIDField(null=True, blank=True, unique=True, editable=False)
     channel_opened_at = models.DateTimeField(null=True, blank=True, editable=False)
 

@@ -16,17 +16,9 @@ from sessions.models import Launch
 
 
 @dataclass(frozen=True)
-class PendingWork:
-    """Whether a machine has launches and commands pending (what its channel's fetch reads only if so)."""
-
-    launches_pending: bool
-    commands_pending: bool
-
-
-@dataclass(frozen=True)
 class ChannelState:
     """What a machine's channel must know before it fetches: is it still the machine's, may its token still be
-    used, and is anything pending."""
+    used, and is anything pending (what its fetch reads only if so)."""
 
     current: bool
     token_usable: bool

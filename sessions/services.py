@@ -33,7 +33,7 @@ from commands.services import (
 )
 from sessions.choices import AckStatus, LaunchErrorCode, LaunchStatus
 from sessions.models import Launch, Workspace
-from sessions.selectors import PendingWork, pending_work_params, pending_work_sql
+from sessions.selectors import ChannelState, pending_work_params, pending_work_sql
 
 _WORKSPACE_REFERENCES = {"project": "project_id", "default_machine": "default_machine_id"}
 
@@ -257,11 +257,17 @@ def launches_expire(*, now=None, dry_run: bool = False) -> int:
 # --- machine channels: one per machine (Device.channel_id); opening one replaces the last -------------------------
 
 
-def machine_channel_open(*, user_id, machine_id, channel_id, token=None, now=None) -> PendingWork | None:
+def machine_channel_open(
+    *, user_id, machine_id, channel_id, token=None, arrived_at=None, now=None
+) -> ChannelState | None:
     """Make `channel_id` the machine's one channel if it is one of the user's, and mark it seen, in one statement
     that also says what is pending for it and records the use of `token` (the caller's) when due; the channel it
     replaces (on any server process) is woken on commit and ends, this one is not (`realtime.from_origin`). None: no
     such machine of the user's.
+
+    The connect that arrived last (`arrived_at`, before it waited for its turn; `now` if not given) holds the slot:
+    one that arrived before the current channel's, and opens after it (two connects of one machine open at once),
+    does not take its place and reads as replaced, so a daemon's own abandoned connect cannot end its live one.
 
     Written out (acp/serving/rawsql.py): building and compiling it through the ORM cost a daemon's connect more CPU
     than the statement (bench/channel.py --profile), and each round trip to the database a connect makes is a wait
@@ -269,6 +275,8 @@ def machine_channel_open(*, user_id, machine_id, channel_id, token=None, now=Non
     db = rawsql.database()
     now = now or timezone.now()
     seen = rawsql.db_value(db, Device, "last_seen_at", now)
+    arrived = rawsql.db_value(db, Device, "channel_opened_at", arrived_at or now)
+    channel = rawsql.db_value(db, Device, "channel_id", channel_id)
     returning, returning_params = "pg_notify(%s, %s)", [realtime.CHANNEL, _origin_key(machine_id, channel_id)]
     if db.vendor != "postgresql":
         returning, returning_params = "1", []
@@ -284,16 +292,17 @@ def machine_channel_open(*, user_id, machine_id, channel_id, token=None, now=Non
                 *before_params,
                 seen,
                 seen,
-                rawsql.db_value(db, Device, "channel_id", channel_id),
-                seen,
+                *(arrived, channel),
+                *(arrived, arrived),
                 rawsql.db_value(db, Device, "id", machine_id),
                 rawsql.db_value(db, Device, "user", user_id),
                 *returning_params,
+                channel,
                 *pending_work_params(db, now),
             ],
         )
         row = cursor.fetchone()
-    return None if row is None else PendingWork(bool(row[1]), bool(row[2]))
+    return None if row is None else ChannelState(bool(row[1]), True, bool(row[2]), bool(row[3]))
 
 
 def _origin_key(machine_id, channel_id) -> str:
@@ -304,10 +313,14 @@ def _origin_key(machine_id, channel_id) -> str:
 def _channel_open_sql(vendor: str, returning: str, before: str = "") -> str:
     """One per database vendor (names are quoted by its backend); `before`, an UPDATE made in the same statement."""
     device, col = rawsql.quote(Device._meta.db_table), rawsql.column
-    written = ("last_seen_at", "updated_at", "channel_id", "channel_opened_at")
-    assigned = ", ".join(f"{col(Device, name)} = %s" for name in written)
+    not_later = f"({col(Device, 'channel_opened_at')} IS NULL OR {col(Device, 'channel_opened_at')} <= %s)"
+    taken = ", ".join(
+        f"{col(Device, name)} = CASE WHEN {not_later} THEN %s ELSE {col(Device, name)} END"
+        for name in ("channel_id", "channel_opened_at")
+    )
     return (
-        (f"WITH written_first AS ({before}) " if before else "") + f"UPDATE {device} SET {assigned}"
+        (f"WITH written_first AS ({before}) " if before else "")
+        + f"UPDATE {device} SET {col(Device, 'last_seen_at')} = %s, {col(Device, 'updated_at')} = %s, {taken}"
         f" WHERE {col(Device, 'id')} = %s AND {col(Device, 'user')} = %s"
-        f" RETURNING {returning}, {pending_work_sql(vendor, device)}"
+        f" RETURNING {returning}, {col(Device, 'channel_id')} = %s, {pending_work_sql(vendor, device)}"
     )

@@ -24,7 +24,7 @@ from commands.api.serializers import ControlCommandSerializer
 from commands.selectors import commands_pending_on_machine
 from sessions.api.serializers import LaunchSerializer
 from sessions.choices import ChannelEvent
-from sessions.selectors import ChannelState, PendingWork, launch_queue, machine_channel_state
+from sessions.selectors import ChannelState, launch_queue, machine_channel_state
 from sessions.services import machine_channel_open
 
 PAGE_SIZE = 100  # of each kind per fetch; a full page is followed by another fetch at once
@@ -34,7 +34,7 @@ SENT_TRIM_AT = 1000  # ids sent on one connection before they are cut to those s
 class MachineChannel:
     """The `fetch` of one open channel: what is pending for the machine and not yet sent on this connection."""
 
-    def __init__(self, machine_id, channel_id: uuid.UUID, token_id, opened: PendingWork | None = None):
+    def __init__(self, machine_id, channel_id: uuid.UUID, token_id, opened: ChannelState | None = None):
         self.machine_id = machine_id
         self.channel_id = channel_id
         self.token_id = token_id
@@ -64,8 +64,8 @@ class MachineChannel:
 
     def _state(self) -> ChannelState:
         opened, self._opened = self._opened, None
-        if opened is not None:  # read by the open itself: the channel is current, its token was just authenticated
-            return ChannelState(True, True, opened.launches_pending, opened.commands_pending)
+        if opened is not None:  # read by the open itself (its token was just authenticated)
+            return opened
         return machine_channel_state(machine_id=self.machine_id, channel_id=self.channel_id, token_id=self.token_id)
 
 
@@ -81,9 +81,10 @@ def _message(kind: ChannelEvent, pk, data) -> Message:
     return Message(JSONRenderer().render(data).decode(), id=f"{kind.value}:{pk}", event=kind.value)
 
 
-def channel_open(caller, *, machine_id) -> EventStream | None:
+def channel_open(caller, *, machine_id, arrived_at=None) -> EventStream | None:
     """Open the machine's channel for `caller` (a request, or anything with its `user` and `auth`, the token) if it
-    is one of the caller's machines (a device token's own): the stream to serve, or None (404)."""
+    is one of the caller's machines (a device token's own): the stream to serve, or None (404). `arrived_at`: when
+    the connect arrived, if it waited for its turn since (`machine_channel_open`)."""
     if token_device_id(caller) not in (None, machine_id):
         return None
     channel_id = uuid.uuid4()
@@ -92,7 +93,11 @@ def channel_open(caller, *, machine_id) -> EventStream | None:
     subscription = subscribe(key, origin=str(channel_id))
     try:
         opened = machine_channel_open(
-            user_id=caller.user.pk, machine_id=machine_id, channel_id=channel_id, token=caller.auth
+            user_id=caller.user.pk,
+            machine_id=machine_id,
+            channel_id=channel_id,
+            token=caller.auth,
+            arrived_at=arrived_at,
         )
     except BaseException:
         subscription.close()

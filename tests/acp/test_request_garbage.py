@@ -17,7 +17,7 @@ from acp.serving.fast_streams import FastStreamRouter, fast_streams
 from acp.serving.handler import OptimisedASGIHandler
 from commands.services import local_session_create, thread_create
 from sessions.api.channel import MachineChannel
-from sessions.selectors import PendingWork
+from sessions.selectors import ChannelState
 from tests.bindings.helpers import sessions_url
 from tests.commands.conftest import control_url, make_command
 from tests.conftest import make_token
@@ -170,7 +170,7 @@ def test_a_channel_fetch_leaves_no_reference_cycle(work):
     """A machine channel's fetch serialises every pending command it sends (off any request)."""
     for _ in range(2):
         make_command(work["session"])
-    channel = MachineChannel(work["device"].id, uuid.uuid4(), None, opened=PendingWork(False, True))
+    channel = MachineChannel(work["device"].id, uuid.uuid4(), None, opened=ChannelState(True, True, False, True))
     batch = None
 
     def fetch():

@@ -16,7 +16,7 @@ from acp.presence import ChannelPresence
 from acp.services import token_hash
 from commands.services import command_enqueue, local_session_create, thread_create
 from sessions.api.channel import MachineChannel
-from sessions.selectors import PendingWork
+from sessions.selectors import ChannelState
 from sessions.services import machine_channel_open
 from tests.conftest import make_client, make_token
 from tests.sessions.conftest import make_launch
@@ -51,11 +51,31 @@ def test_opening_proves_ownership_marks_seen_and_takes_the_slot_in_one_statement
     channel_id = uuid.uuid4()
     with django_assert_num_queries(1):
         opened = machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=channel_id)
-    assert opened == PendingWork(launches_pending=False, commands_pending=False)
+    assert opened == ChannelState(current=True, token_usable=True, launches_pending=False, commands_pending=False)
     device.refresh_from_db()
     assert device.channel_id == channel_id and device.is_online() and device.channel_opened_at is not None
     assert machine_channel_open(user_id=user.pk, machine_id=other_device.pk, channel_id=uuid.uuid4()) is None
     assert Device.objects.get(pk=other_device.pk).channel_id is None
+
+
+def test_a_connect_that_arrived_before_the_current_channels_does_not_take_its_place(user, workspace, device):
+    """Two connects of one machine open at once: the one that arrived last holds the slot, whichever opens last (a
+    daemon's own abandoned connect must not end its live one)."""
+    make_launch(workspace)
+    arrived = timezone.now()
+    live = uuid.uuid4()
+    assert machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=live, arrived_at=arrived).current
+    stale = uuid.uuid4()
+    earlier = arrived - timedelta(milliseconds=5)
+    opened = machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=stale, arrived_at=earlier)
+    assert opened == ChannelState(current=False, token_usable=True, launches_pending=True, commands_pending=False)
+    device.refresh_from_db()
+    assert device.channel_id == live and device.channel_opened_at == arrived and device.is_online()
+    batch = MachineChannel(device.pk, stale, None, opened)()
+    assert batch.last and [(m.event, m.id) for m in batch.messages] == [("replaced", None)]  # not the launch
+    later = uuid.uuid4()
+    assert machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=later, arrived_at=arrived).current
+    assert Device.objects.get(pk=device.pk).channel_id == later  # arrived as late: the last to open holds it
 
 
 def test_opening_records_the_use_of_the_callers_token_in_the_same_statement(user, device, django_assert_num_queries):
@@ -82,7 +102,7 @@ def test_the_open_reads_what_is_pending_so_the_first_fetch_of_an_idle_machine_co
         assert MachineChannel(device.pk, channel_id, token_id, idle)().messages == []
     launch = make_launch(workspace)
     busy = machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=(channel_id := uuid.uuid4()))
-    assert busy == PendingWork(launches_pending=True, commands_pending=False)
+    assert busy == ChannelState(current=True, token_usable=True, launches_pending=True, commands_pending=False)
     with django_assert_num_queries(1):  # the launches only: no state query, no commands query
         batch = MachineChannel(device.pk, channel_id, token_id, busy)()
     assert [message.id for message in batch.messages] == [f"launch:{launch.pk}"]

@@ -5,6 +5,7 @@ with these live in test_channel_live.py."""
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import threading
 import time
@@ -214,6 +215,39 @@ def test_connects_take_turns_and_one_that_waited_too_long_is_told_to_come_back(s
     assert 5 <= int(headers[b"retry-after"]) <= 30
     assert first[0] == second[0] == 599  # had their turn (and went on to Django)
     assert router.app.paths == [scope["path"]] * 2
+
+
+def test_of_two_connects_of_one_machine_the_last_to_arrive_holds_the_slot_though_it_opened_first(
+    settings, user, device
+):
+    """Two turns at once: the connect that arrived first opens only after the second has (a daemon's own abandoned
+    connect, say); it does not take the live one's place, and is answered `replaced` instead."""
+    settings.ACP_CHANNEL_CONNECTS_AT_ONCE = 2
+    [channel_stream] = fast_streams()
+    second_opened, turns = threading.Event(), itertools.count()
+
+    def open_in_reverse(caller, **kwargs):
+        first = next(turns) == 0
+        if first:
+            second_opened.wait(5)
+        stream = channel_stream.open(caller, **kwargs)
+        if not first:
+            second_opened.set()
+        return stream
+
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=open_in_reverse)])
+    scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user, device=device)))
+
+    async def two_connects():
+        first = asyncio.ensure_future(serve(router, scope, until=b"event: replaced"))
+        await asyncio.sleep(0)  # the first has arrived (and waits for its open)
+        second = await serve(router, scope)
+        return await first, second
+
+    (first_status, _, first_body), (second_status, _, second_body) = asyncio.run(asyncio.wait_for(two_connects(), 10))
+    assert first_status == second_status == 200 and second_opened.is_set()
+    assert b"event: replaced" in first_body and b"event:" not in second_body
+    assert router.app.paths == []
 
 
 def test_connects_are_paced_in_arrival_order_and_one_whose_slot_is_too_far_ahead_is_refused_at_once(
