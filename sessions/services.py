@@ -10,6 +10,7 @@ acknowledgement and the timeout comes first wins, in any server process.
 
 import dataclasses
 import functools
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -257,17 +258,17 @@ def launches_expire(*, now=None, dry_run: bool = False) -> int:
 # --- machine channels: one per machine (Device.channel_id); opening one replaces the last -------------------------
 
 
-def machine_channel_open(
-    *, user_id, machine_id, channel_id, token=None, arrived_at=None, now=None
-) -> ChannelState | None:
+def machine_channel_open(*, user_id, machine_id, channel_id, token=None, arrived=None, now=None) -> ChannelState | None:
     """Make `channel_id` the machine's one channel if it is one of the user's, and mark it seen, in one statement
     that also says what is pending for it and records the use of `token` (the caller's) when due; the channel it
     replaces (on any server process) is woken on commit and ends, this one is not (`realtime.from_origin`). None: no
     such machine of the user's.
 
-    The connect that arrived last (`arrived_at`, before it waited for its turn; `now` if not given) holds the slot:
-    one that arrived before the current channel's, and opens after it (two connects of one machine open at once),
-    does not take its place and reads as replaced, so a daemon's own abandoned connect cannot end its live one.
+    The connect that arrived last holds the slot: one that arrived before the current channel's and opens after it
+    (two connects of one machine open at once) does not take its place and reads as replaced, so a daemon's own
+    abandoned connect cannot end its live one. `arrived`: when the connect arrived (`time.monotonic()`, before its
+    wait for a turn), now if not given; written, and compared, as that many seconds before the statement by the
+    database's clock, one clock for every server process (`_arrival_sql`).
 
     Written out (acp/serving/rawsql.py): building and compiling it through the ORM cost a daemon's connect more CPU
     than the statement (bench/channel.py --profile), and each round trip to the database a connect makes is a wait
@@ -275,7 +276,10 @@ def machine_channel_open(
     db = rawsql.database()
     now = now or timezone.now()
     seen = rawsql.db_value(db, Device, "last_seen_at", now)
-    arrived = rawsql.db_value(db, Device, "channel_opened_at", arrived_at or now)
+    waited = 0.0 if arrived is None else max(0.0, time.monotonic() - arrived)
+    arrival = waited
+    if db.vendor != "postgresql":
+        arrival = rawsql.db_value(db, Device, "channel_opened_at", now - timedelta(seconds=waited))
     channel = rawsql.db_value(db, Device, "channel_id", channel_id)
     returning, returning_params = "pg_notify(%s, %s)", [realtime.CHANNEL, _origin_key(machine_id, channel_id)]
     if db.vendor != "postgresql":
@@ -292,8 +296,8 @@ def machine_channel_open(
                 *before_params,
                 seen,
                 seen,
-                *(arrived, channel),
-                *(arrived, arrived),
+                *(arrival, channel),
+                *(arrival, arrival),
                 rawsql.db_value(db, Device, "id", machine_id),
                 rawsql.db_value(db, Device, "user", user_id),
                 *returning_params,
@@ -313,10 +317,11 @@ def _origin_key(machine_id, channel_id) -> str:
 def _channel_open_sql(vendor: str, returning: str, before: str = "") -> str:
     """One per database vendor (names are quoted by its backend); `before`, an UPDATE made in the same statement."""
     device, col = rawsql.quote(Device._meta.db_table), rawsql.column
-    not_later = f"({col(Device, 'channel_opened_at')} IS NULL OR {col(Device, 'channel_opened_at')} <= %s)"
+    opened, arrival = col(Device, "channel_opened_at"), _arrival_sql(vendor)
+    not_later = f"({opened} IS NULL OR {opened} <= {arrival})"
     taken = ", ".join(
-        f"{col(Device, name)} = CASE WHEN {not_later} THEN %s ELSE {col(Device, name)} END"
-        for name in ("channel_id", "channel_opened_at")
+        f"{col(Device, name)} = CASE WHEN {not_later} THEN {value} ELSE {col(Device, name)} END"
+        for name, value in (("channel_id", "%s"), ("channel_opened_at", arrival))
     )
     return (
         (f"WITH written_first AS ({before}) " if before else "")
@@ -324,3 +329,8 @@ def _channel_open_sql(vendor: str, returning: str, before: str = "") -> str:
         f" WHERE {col(Device, 'id')} = %s AND {col(Device, 'user')} = %s"
         f" RETURNING {returning}, {col(Device, 'channel_id')} = %s, {pending_work_sql(vendor, device)}"
     )
+
+
+def _arrival_sql(vendor: str) -> str:
+    """When a connect arrived, its one parameter the seconds since. SQLite serves one process: its clock's time."""
+    return "(statement_timestamp() - make_interval(secs => %s))" if vendor == "postgresql" else "%s"

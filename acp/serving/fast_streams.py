@@ -26,14 +26,12 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import SimpleNamespace
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.http.request import split_domain_port, validate_host
 from django.urls import Resolver404, resolve
-from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 
 from acp import composition
@@ -54,9 +52,9 @@ class FastStream:
     `pattern` picks the paths worth resolving (the others pay nothing); a path is served only where the URL conf
     resolves it to `view` (a DRF viewset) with `action` for GET, so the URL conf stays the one place that says
     what a path is. `view` is also read for who may call it (`device_token_actions`) and its rate-limit bucket
-    (`daemon_actions`); `open(caller, arrived_at=…, **kwargs)` runs on a worker thread with `caller.user` and
-    `caller.auth` (the token), when the request arrived (before it waited for its turn) and the path's converted
-    arguments, and returns the stream, or None to let Django answer.
+    (`daemon_actions`); `open(caller, arrived=…, **kwargs)` runs on a worker thread with `caller.user` and
+    `caller.auth` (the token), when the request arrived (`time.monotonic()`, before its turn) and the path's
+    converted arguments, and returns the stream, or None to let Django answer.
     """
 
     pattern: re.Pattern
@@ -94,7 +92,7 @@ class _Plain:
     kwargs: dict
     token: str
     secure: bool
-    arrived_at: datetime = field(default_factory=timezone.now)
+    arrived: float = field(default_factory=time.monotonic)
 
 
 def fast_streams() -> list[FastStream]:
@@ -332,7 +330,8 @@ def _open(plain: _Plain):
     hand_on = _HandOn(None if usage is None else Counted(token.pk, usage))
     if usage is not None and usage.exceeded:
         return hand_on  # Django answers 429
-    stream = plain.stream.open(SimpleNamespace(user=user, auth=token), arrived_at=plain.arrived_at, **plain.kwargs)
+    caller = SimpleNamespace(user=user, auth=token)
+    stream = plain.stream.open(caller, arrived=plain.arrived, **plain.kwargs)
     if stream is None:
         return hand_on  # Django answers 404
     return open_stream(stream), ({} if usage is None else usage.headers(time.time()))

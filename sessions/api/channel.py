@@ -81,10 +81,10 @@ def _message(kind: ChannelEvent, pk, data) -> Message:
     return Message(JSONRenderer().render(data).decode(), id=f"{kind.value}:{pk}", event=kind.value)
 
 
-def channel_open(caller, *, machine_id, arrived_at=None) -> EventStream | None:
+def channel_open(caller, *, machine_id, arrived=None) -> EventStream | None:
     """Open the machine's channel for `caller` (a request, or anything with its `user` and `auth`, the token) if it
-    is one of the caller's machines (a device token's own): the stream to serve, or None (404). `arrived_at`: when
-    the connect arrived, if it waited for its turn since (`machine_channel_open`)."""
+    is one of the caller's machines (a device token's own): the stream to serve, or None (404). `arrived`: when
+    the connect arrived (`time.monotonic()`), if it waited for its turn since (`machine_channel_open`)."""
     if token_device_id(caller) not in (None, machine_id):
         return None
     channel_id = uuid.uuid4()
@@ -97,7 +97,7 @@ def channel_open(caller, *, machine_id, arrived_at=None) -> EventStream | None:
             machine_id=machine_id,
             channel_id=channel_id,
             token=caller.auth,
-            arrived_at=arrived_at,
+            arrived=arrived,
         )
     except BaseException:
         subscription.close()

@@ -5,6 +5,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import timedelta
 
@@ -62,20 +63,21 @@ def test_a_connect_that_arrived_before_the_current_channels_does_not_take_its_pl
     """Two connects of one machine open at once: the one that arrived last holds the slot, whichever opens last (a
     daemon's own abandoned connect must not end its live one)."""
     make_launch(workspace)
-    arrived = timezone.now()
     live = uuid.uuid4()
-    assert machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=live, arrived_at=arrived).current
+    assert machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=live).current
+    arrived = Device.objects.get(pk=device.pk).channel_opened_at
     stale = uuid.uuid4()
-    earlier = arrived - timedelta(milliseconds=5)
-    opened = machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=stale, arrived_at=earlier)
+    a_minute_ago = time.monotonic() - 60
+    opened = machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=stale, arrived=a_minute_ago)
     assert opened == ChannelState(current=False, token_usable=True, launches_pending=True, commands_pending=False)
     device.refresh_from_db()
     assert device.channel_id == live and device.channel_opened_at == arrived and device.is_online()
     batch = MachineChannel(device.pk, stale, None, opened)()
     assert batch.last and [(m.event, m.id) for m in batch.messages] == [("replaced", None)]  # not the launch
     later = uuid.uuid4()
-    assert machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=later, arrived_at=arrived).current
-    assert Device.objects.get(pk=device.pk).channel_id == later  # arrived as late: the last to open holds it
+    assert machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=later).current
+    device.refresh_from_db()
+    assert device.channel_id == later and device.channel_opened_at > arrived
 
 
 def test_opening_records_the_use_of_the_callers_token_in_the_same_statement(user, device, django_assert_num_queries):
