@@ -274,30 +274,27 @@ def machine_channel_open(*, user_id, machine_id, channel_id, token=None, arrived
     than the statement (bench/channel.py --profile), and each round trip to the database a connect makes is a wait
     for the GIL when it comes back, which in a reconnect storm bounds how many connects a second a worker opens."""
     db = rawsql.database()
+    postgres = db.vendor == "postgresql"
     now = now or timezone.now()
     seen = rawsql.db_value(db, Device, "last_seen_at", now)
     waited = 0.0 if arrived is None else max(0.0, time.monotonic() - arrived)
-    arrival = waited
-    if db.vendor != "postgresql":
-        arrival = rawsql.db_value(db, Device, "channel_opened_at", now - timedelta(seconds=waited))
+    arrival = waited if postgres else rawsql.db_value(db, Device, "channel_opened_at", now - timedelta(seconds=waited))
     channel = rawsql.db_value(db, Device, "channel_id", channel_id)
-    returning, returning_params = "pg_notify(%s, %s)", [realtime.CHANNEL, _origin_key(machine_id, channel_id)]
-    if db.vendor != "postgresql":
-        returning, returning_params = "1", []
-    token_use = None if token is None else token_use_statement(token=token, now=now)
+    returning, returning_params = "1", []
+    if postgres:
+        returning, returning_params = "pg_notify(%s, %s)", [realtime.CHANNEL, _origin_key(machine_id, channel_id)]
     with db.cursor() as cursor:
-        if token_use is not None and db.vendor != "postgresql":
-            cursor.execute(*token_use)  # an UPDATE inside WITH is PostgreSQL's own
-            token_use = None
-        before, before_params = ("", []) if token_use is None else token_use
+        before, before_params = _token_use_first(cursor, postgres, token, now)
         cursor.execute(
             _channel_open_sql(db.vendor, returning, before),
             [
                 *before_params,
                 seen,
                 seen,
-                *(arrival, channel),
-                *(arrival, arrival),
+                arrival,  # the channel id's CASE: not later than this arrival…
+                channel,  # …then this channel
+                arrival,  # the arrival's CASE: likewise
+                arrival,
                 rawsql.db_value(db, Device, "id", machine_id),
                 rawsql.db_value(db, Device, "user", user_id),
                 *returning_params,
@@ -306,7 +303,23 @@ def machine_channel_open(*, user_id, machine_id, channel_id, token=None, arrived
             ],
         )
         row = cursor.fetchone()
-    return None if row is None else ChannelState(bool(row[1]), True, bool(row[2]), bool(row[3]))
+    if row is None:
+        return None
+    return ChannelState(
+        current=bool(row[1]), token_usable=True, launches_pending=bool(row[2]), commands_pending=bool(row[3])
+    )
+
+
+def _token_use_first(cursor, postgres: bool, token, now) -> tuple[str, list]:
+    """The UPDATE recording `token`'s use, when due, to run inside the open's statement, and its parameters ("" when
+    none is due). SQLite, whose WITH takes no UPDATE, runs it on its own first."""
+    statement = None if token is None else token_use_statement(token=token, now=now)
+    if statement is None:
+        return "", []
+    if not postgres:
+        cursor.execute(*statement)
+        return "", []
+    return statement
 
 
 def _origin_key(machine_id, channel_id) -> str:

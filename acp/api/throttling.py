@@ -150,7 +150,8 @@ def _parse_limit(setting: str) -> RateLimitItem:
 
 
 class Limiter:
-    """Fixed, clock-aligned windows counted in a `limits` storage; None when the store does not answer."""
+    """Fixed, clock-aligned windows counted in a store (`limits`' Redis storage, or `MemoryWindows`); None when the
+    store does not answer."""
 
     def __init__(self, storage: Storage | MemoryWindows):
         self.storage = storage
