@@ -5,7 +5,6 @@ with these live in test_channel_live.py."""
 
 import asyncio
 import dataclasses
-import itertools
 import json
 import threading
 import time
@@ -221,31 +220,34 @@ def test_of_two_connects_of_one_machine_the_last_to_arrive_holds_the_slot_though
     settings, user, device
 ):
     """Two turns at once: the connect that arrived first opens only after the second has (a daemon's own abandoned
-    connect, say); it does not take the live one's place, and is answered `replaced` instead."""
+    connect, say, which arrived long before); it does not take the live one's place, and is answered `replaced`."""
     settings.ACP_CHANNEL_CONNECTS_AT_ONCE = 2
     [channel_stream] = fast_streams()
-    second_opened, turns = threading.Event(), itertools.count()
+    abandoned, live = make_token(user, device=device), make_token(user, device=device)
+    live_opened = threading.Event()
 
-    def open_in_reverse(caller, **kwargs):
-        first = next(turns) == 0
-        if first:
-            second_opened.wait(5)
-        stream = channel_stream.open(caller, **kwargs)
-        if not first:
-            second_opened.set()
+    def open_in_reverse(caller, *, arrived, **kwargs):
+        if caller.auth.key_hash == token_hash(abandoned):
+            live_opened.wait(5)
+            arrived -= 1.0  # it arrived a second before the live one (arrivals a millisecond apart are a tie)
+        stream = channel_stream.open(caller, arrived=arrived, **kwargs)
+        if caller.auth.key_hash == token_hash(live):
+            live_opened.set()
         return stream
 
     router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=open_in_reverse)])
-    scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user, device=device)))
+
+    def scope(raw):
+        return http_scope(channel(device.pk), (b"accept", SSE), bearer(raw))
 
     async def two_connects():
-        first = asyncio.ensure_future(serve(router, scope, until=b"event: replaced"))
+        first = asyncio.ensure_future(serve(router, scope(abandoned), until=b"event: replaced"))
         await asyncio.sleep(0)  # the first has arrived (and waits for its open)
-        second = await serve(router, scope)
+        second = await serve(router, scope(live))
         return await first, second
 
     (first_status, _, first_body), (second_status, _, second_body) = asyncio.run(asyncio.wait_for(two_connects(), 10))
-    assert first_status == second_status == 200 and second_opened.is_set()
+    assert first_status == second_status == 200 and live_opened.is_set()
     assert b"event: replaced" in first_body and b"event:" not in second_body
     assert router.app.paths == []
 
