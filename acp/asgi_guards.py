@@ -60,7 +60,8 @@ class RequestBodyGuard:
             return None  # nobody left to answer
         if declared is None and body:
             scope = _with_content_length(scope, len(body))
-        return await self.app(scope, _replay(body, receive), send)
+        request = {"type": "http.request", "body": body, "more_body": False}
+        return await self.app(scope, replaying(request, receive), send)
 
 
 def _with_content_length(scope, length: int):
@@ -84,9 +85,10 @@ async def _read_body(receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive):
-    """The app's `receive`: the body read above as one message, then the connection's own (a disconnect)."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
+def replaying(message: dict, receive):
+    """The app's `receive`: `message`, read already (the request's body as one message), then the connection's
+    own (a disconnect)."""
+    pending = [message]
 
     async def replay():
         return pending.pop() if pending else await receive()

@@ -16,6 +16,8 @@ from django.urls import resolve
 from acp.api.throttling import DAEMON, token_usage
 from acp.choices import Scope
 from acp.models import ApiToken, Device
+from acp.presence import get_presence
+from acp.realtime import get_listener
 from acp.services import token_hash, token_revoke
 from acp.serving.fast_streams import FastStreamRouter, fast_streams
 from acp.serving.handler import OptimisedASGIHandler
@@ -291,3 +293,78 @@ def test_connects_are_paced_in_arrival_order_and_one_whose_slot_is_too_far_ahead
         status, headers, body = answers[i]
         assert json.loads(body)["code"] == "service_unavailable"
         assert 5 + 1 <= int(headers[b"retry-after"]) <= 30 + 1  # beyond the slots taken ahead (0.1 s of them)
+
+
+def test_a_connect_whose_daemon_went_away_while_it_waited_its_turn_is_not_opened(settings, user, device):
+    """One turn at a time: a second connect waits behind the first; its daemon leaves meanwhile. When the turn comes,
+    nothing is opened for it (an open would have made it the machine's channel) and nothing is answered."""
+    settings.ACP_CHANNEL_CONNECTS_AT_ONCE = 1
+    [channel_stream] = fast_streams()
+    release, holding, opened = threading.Event(), threading.Event(), []
+
+    def held_open(caller, **kwargs):  # the first holds its turn until the test lets go; then Django answers
+        opened.append(caller.auth.key_hash)
+        holding.set()
+        release.wait(10)
+
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=held_open)])
+    first_token, second_token = make_token(user, device=device), make_token(user, device=device)
+
+    async def scenario():
+        first = asyncio.ensure_future(serve(router, http_scope(channel(device.pk), bearer(first_token))))
+        await asyncio.to_thread(holding.wait, 5)
+        reads, left, sent = [], asyncio.Event(), []
+
+        async def receive():
+            reads.append(time.monotonic())
+            if len(reads) == 1:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        second = asyncio.ensure_future(router(http_scope(channel(device.pk), bearer(second_token)), receive, send))
+        while len(reads) < 2:  # its request read, its end watched: it waits in line
+            await asyncio.sleep(0)
+        left.set()
+        await asyncio.sleep(0)
+        release.set()
+        await second
+        return await first, sent
+
+    (first_status, _, _), sent = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert first_status == 599 and sent == []
+    assert opened == [token_hash(first_token)] and router.app.paths == [channel(device.pk)]
+
+
+def test_a_stream_the_server_cancels_ends_cancelled_and_lets_go_of_its_machine(router, user, device):
+    """Cancelled from elsewhere (the server stopping) rather than by its client leaving: the cancellation is not
+    swallowed, and the stream's presence hold and subscription go with it."""
+    waiters = get_listener().waiter_count()
+    scope = http_scope(channel(device.pk), bearer(make_token(user, device=device)))
+
+    async def scenario():
+        connected = asyncio.Event()
+        received = iter([{"type": "http.request", "body": b"", "more_body": False}])
+
+        async def receive():
+            return next(received, None) or await asyncio.Event().wait()  # the client never leaves
+
+        async def send(message):
+            if b": connected" in message.get("body", b""):
+                connected.set()
+
+        serving = asyncio.ensure_future(router(scope, receive, send))
+        await connected.wait()
+        held = get_presence().held()
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        return held
+
+    held = asyncio.run(asyncio.wait_for(scenario(), 10))
+    channel_id = Device.objects.get(pk=device.pk).channel_id
+    assert channel_id in held and channel_id not in get_presence().held()
+    assert get_listener().waiter_count() == waiters
