@@ -495,7 +495,7 @@ class ChannelBench:
             "errors": storm_errors + dropped + replaced + max(0, not_back),
             "connected_after": status["connected"],
             "all_back_s": status.get("storm_back_s"),
-            "refused": status.get("refused"),
+            "refused": _counted_since(before.get("refused") or {}, status.get("refused") or {}),
             "worker_cpu_s": round(cpu, 2),
             "worker_cpu_s_by_thread": by_thread,
             "worker_after": self.worker_state(),
@@ -593,6 +593,11 @@ class ChannelBench:
 
 
 PROJECT_PACKAGES = ("acp/", "sessions/", "commands/", "bindings/")
+
+
+def _counted_since(before: dict, now: dict) -> dict:
+    """The holder's counts (refusals by status) are for the whole run: a storm's are those since it began."""
+    return {name: count - before.get(name, 0) for name, count in now.items() if count > before.get(name, 0)}
 
 
 def back(storm: dict) -> str:
