@@ -316,10 +316,11 @@ def test_a_connect_whose_daemon_went_away_while_it_waited_its_turn_is_not_opened
         reads, left, sent = [], asyncio.Event(), []
 
         async def receive():
-            reads.append(time.monotonic())
+            reads.append("waits")
             if len(reads) == 1:
                 return {"type": "http.request", "body": b"", "more_body": False}
             await left.wait()
+            reads.append("gone")
             return {"type": "http.disconnect"}
 
         async def send(message):
@@ -329,7 +330,8 @@ def test_a_connect_whose_daemon_went_away_while_it_waited_its_turn_is_not_opened
         while len(reads) < 2:  # its request read, its end watched: it waits in line
             await asyncio.sleep(0)
         left.set()
-        await asyncio.sleep(0)
+        while reads[-1] != "gone":  # its end seen (the watch ends in the same step)
+            await asyncio.sleep(0)
         release.set()
         await second
         return await first, sent
