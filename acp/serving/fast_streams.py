@@ -381,7 +381,8 @@ async def _serve(opened: OpenedStream, headers, gone: asyncio.Future, send) -> N
     and presence hold go with it).
 
     It is sent from the request's own task, which `gone` cancels: a task of its own, and `asyncio.wait` for either,
-    held 13 more objects per channel for the cyclic collector to walk, 10,000 times over (bench/channel.py)."""
+    held 13 more objects per channel for the cyclic collector to walk, 10,000 times over (README, "The collector in a
+    storm")."""
     body = opened.body()
     task = asyncio.current_task()
     sending = True
