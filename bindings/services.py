@@ -130,10 +130,8 @@ def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
 @functools.cache
 def _lock_binding_sql(vendor: str, criteria: tuple[str, ...]) -> str:
     table = rawsql.quote(WorkspaceBinding._meta.db_table)
-    where = " AND ".join(f"{rawsql.column(WorkspaceBinding, name)} = %s" for name in criteria)
-    lock = " FOR NO KEY UPDATE" if rawsql.database().features.has_select_for_no_key_update else ""
-    where = " AND ".join([where, *_references_locked()])
-    return f"SELECT {rawsql.columns(WorkspaceBinding)} FROM {table} WHERE {where}{lock}"
+    where = " AND ".join([rawsql.where(WorkspaceBinding, criteria), *_references_locked()])
+    return f"SELECT {rawsql.columns(WorkspaceBinding)} FROM {table} WHERE {where}{rawsql.lock_clause()}"
 
 
 @functools.cache

@@ -1,5 +1,6 @@
 """Reads of threads, local sessions and control commands that are more than one line."""
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Window
@@ -19,12 +20,32 @@ def threads_visible(*, user, device_id=None) -> QuerySet[Thread]:
     return threads
 
 
+@dataclass(frozen=True)
+class SessionScope:
+    """The sessions of one thread a caller may see: the user's, and for a device token only its device's.
+
+    The services lock a session of a scope with written-out SQL (commands/services.py), or with the ORM through
+    `sessions()`: one rule either way.
+    """
+
+    user_id: object
+    thread_id: object
+    device_id: object = None
+
+    def criteria(self) -> dict[str, object]:
+        """The values a visible session has, by LocalSession field."""
+        criteria = {"user": self.user_id, "thread": self.thread_id}
+        if self.device_id is not None:
+            criteria["device"] = self.device_id
+        return criteria
+
+    def sessions(self) -> QuerySet[LocalSession]:
+        return LocalSession.objects.filter(**self.criteria())
+
+
 def sessions_visible(*, user, thread_id, device_id=None) -> QuerySet[LocalSession]:
     """The sessions of `thread_id` the caller may see: the user's, and for a device token only its device's."""
-    sessions = LocalSession.objects.filter(user=user, thread_id=thread_id)
-    if device_id is not None:
-        sessions = sessions.filter(device_id=device_id)
-    return sessions
+    return SessionScope(user.pk, thread_id, device_id).sessions()
 
 
 def commands_visible(*, user, thread_id, session_id, device_id=None) -> QuerySet[ControlCommand]:

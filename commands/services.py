@@ -2,13 +2,17 @@
 
 Locking order, everywhere: the session row (`FOR NO KEY UPDATE`, so inserting its commands is not blocked),
 then its command rows. Functions that take `session` accept a `LocalSession` or its id, and an optional
-`sessions` queryset: the sessions the caller may see (the API passes the caller's scope, so an invisible
-session raises `acp.domain.NotFound` exactly like a missing one).
+`sessions`: the sessions the caller may see, a queryset or a `SessionScope` (the API passes the caller's scope, so
+an invisible session raises `acp.domain.NotFound` exactly like a missing one).
+
+A control command's create and ack are the daemon loop's hot writes: optimised, they lock, insert and record with
+written-out SQL (acp/serving/rawsql.py), as the prepare does; with ACP_SERVING=stock, through the ORM.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,8 +27,8 @@ from django.utils import timezone
 from acp import realtime
 from acp.domain import Conflict, InvalidInput, InvalidTransition, NotFound, Outcome
 from acp.models import Environment
-from acp.realtime import notify
 from acp.references import gone_references, lock_references
+from acp.serving import optimised, rawsql
 from commands.choices import (
     COMMAND_ALLOWED_TRANSITIONS,
     SESSION_START_STATES,
@@ -38,6 +42,7 @@ from commands.choices import (
     SessionStatus,
 )
 from commands.models import ControlCommand, LocalSession, Thread, ThreadEvent
+from commands.selectors import SessionScope
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)  # how far in the future a client's timestamp may be
 _UNSET = object()
@@ -120,19 +125,34 @@ def session_created_event(session: LocalSession) -> NewEvent:
     return server_event(EventType.SESSION_CREATED, session=session, deviceId=session.device_id, status=session.status)
 
 
-def _lock_session(session, sessions: QuerySet | None) -> LocalSession:
+Sessions = QuerySet[LocalSession] | SessionScope | None  # the sessions a caller may see (None: all)
+
+
+def _lock_session(session, sessions: Sessions) -> LocalSession:
     """The session, locked; `NotFound` when it does not exist or is not among `sessions`."""
     session_id = getattr(session, "pk", session)
-    queryset = LocalSession.objects.all() if sessions is None else sessions
-    locked = queryset.select_for_update(no_key=True).filter(pk=session_id).first()
+    if optimised() and not isinstance(sessions, QuerySet):
+        locked = rawsql.locked(LocalSession, {"id": session_id, **_criteria(sessions)})
+    else:
+        locked = _queryset(sessions).select_for_update(no_key=True).filter(pk=session_id).first()
     if locked is None:
         raise NotFound()
     return locked
 
 
+def _queryset(sessions: Sessions) -> QuerySet[LocalSession]:
+    if sessions is None:
+        return LocalSession.objects.all()
+    return sessions.sessions() if isinstance(sessions, SessionScope) else sessions
+
+
+def _criteria(scope: SessionScope | None) -> dict[str, object]:
+    return {} if scope is None else scope.criteria()
+
+
 @transaction.atomic
 def local_session_heartbeat(
-    *, session, metadata=_UNSET, error=_UNSET, sessions: QuerySet | None = None, now: datetime | None = None
+    *, session, metadata=_UNSET, error=_UNSET, sessions: Sessions = None, now: datetime | None = None
 ) -> LocalSession:
     """Record that the session is alive: `lastHeartbeatAt` = now; a `created` session becomes `running`.
 
@@ -173,7 +193,7 @@ def local_session_complete(
     completed_at: datetime | None = None,
     error=_UNSET,
     metadata=_UNSET,
-    sessions: QuerySet | None = None,
+    sessions: Sessions = None,
     now: datetime | None = None,
 ) -> Outcome:
     """End the session with terminal `status` (completed, failed, cancelled); its pending commands are cancelled.
@@ -254,7 +274,7 @@ def validate_command_payload(command_type: str, payload) -> dict:
 
 @transaction.atomic
 def command_enqueue(
-    *, session, command_type: str, payload: dict | None = None, sessions: QuerySet | None = None
+    *, session, command_type: str, payload: dict | None = None, sessions: Sessions = None
 ) -> ControlCommand:
     """Queue a `pending` command for the session's daemon and wake its poll and its machine's channel (on commit).
 
@@ -269,20 +289,24 @@ def command_enqueue(
         raise Conflict(session, "The session is already paused.")
     if command_type == CommandType.RESUME and session.paused_at is None:
         raise Conflict(session, "The session is not paused.")
-    command = ControlCommand.objects.create(
+    command = ControlCommand(
         user_id=session.user_id,
         session=session,
         thread_id=session.thread_id,
         command_type=command_type,
         payload=payload,
     )
+    if optimised():
+        rawsql.insert(command)
+    else:
+        command.save(force_insert=True)
     record_events(
         session.thread_id,
         server_event(
             EventType.COMMAND_QUEUED, session=session, commandId=command.pk, commandType=command_type, payload=payload
         ),
+        notify=(command_notify_key(session.pk), realtime.machine_key(session.device_id)),  # its poll, its channel
     )
-    notify(command_notify_key(session.pk), realtime.machine_key(session.device_id))  # its poll, its machine's channel
     return command
 
 
@@ -302,7 +326,7 @@ def command_ack(
     acknowledged_at: datetime | None = None,
     completed_at: datetime | None = None,
     result=_UNSET,
-    sessions: QuerySet | None = None,
+    sessions: Sessions = None,
     now: datetime | None = None,
 ) -> Outcome:
     """Move a command of `session` along `pending → acknowledged → completed`, `pending → completed`,
@@ -347,11 +371,21 @@ def command_ack(
     if target == CommandStatus.COMPLETED and command.command_type == CommandType.CANCEL:
         events += _complete_cancel(command, fields, now)
     else:
-        ControlCommand.objects.filter(pk=command.pk).update(updated_at=now, **{f: getattr(command, f) for f in fields})
+        _save_command(command, fields)
         if target == CommandStatus.COMPLETED:
             events += _apply_completed_pause_or_resume(command, now)
     record_events(command.thread_id, *events)
     return Outcome(command, True)
+
+
+def _save_command(command: ControlCommand, fields: list[str]) -> None:
+    """Write the locked command's `fields` and its `updated_at`."""
+    if optimised():
+        rawsql.update(command, (*fields, "updated_at"))
+    else:
+        ControlCommand.objects.filter(pk=command.pk).update(
+            updated_at=command.updated_at, **{f: getattr(command, f) for f in fields}
+        )
 
 
 def _command_moved_event(command: ControlCommand) -> NewEvent:
@@ -361,22 +395,47 @@ def _command_moved_event(command: ControlCommand) -> NewEvent:
     return server_event(EventType.COMMAND_PREFIX + command.status, session=command.session_id, **data)
 
 
-def _lock_command(session, command_id, sessions: QuerySet | None) -> ControlCommand:
+def _lock_command(session, command_id, sessions: Sessions) -> ControlCommand:
     """Lock the session, then the command, in one statement: the subquery runs (and locks) first.
 
     Every writer of a command holds its session's lock, so this order can never deadlock with them.
     """
     session_id = getattr(session, "pk", session)
-    queryset = LocalSession.objects.all() if sessions is None else sessions
-    locked_session = queryset.filter(pk=session_id).select_for_update(no_key=True).values("pk")[:1]
-    command = (
-        ControlCommand.objects.select_for_update(no_key=True)
-        .filter(pk=command_id, session_id=Subquery(locked_session))
-        .first()
-    )
+    if optimised() and not isinstance(sessions, QuerySet):
+        command = _lock_command_written_out(session_id, command_id, _criteria(sessions))
+    else:
+        locked_session = _queryset(sessions).filter(pk=session_id).select_for_update(no_key=True).values("pk")[:1]
+        command = (
+            ControlCommand.objects.select_for_update(no_key=True)
+            .filter(pk=command_id, session_id=Subquery(locked_session))
+            .first()
+        )
     if command is None:
         raise NotFound()
     return command
+
+
+def _lock_command_written_out(session_id, command_id, criteria: dict[str, object]) -> ControlCommand | None:
+    db = rawsql.database()
+    session_criteria = {"id": session_id, **criteria}
+    params = [rawsql.db_value(db, ControlCommand, "id", command_id)]
+    params += [rawsql.db_value(db, LocalSession, name, value) for name, value in session_criteria.items()]
+    found = rawsql.fetch_one(db, (ControlCommand,), _lock_command_sql(tuple(session_criteria), db.vendor), params)
+    return found[0] if found else None
+
+
+@functools.cache
+def _lock_command_sql(session_criteria: tuple[str, ...], vendor: str) -> str:
+    sessions = rawsql.quote(LocalSession._meta.db_table)
+    locked_session = (
+        f"SELECT {rawsql.column(LocalSession, 'id')} FROM {sessions}"
+        f" WHERE {rawsql.where(LocalSession, session_criteria)}{rawsql.lock_clause()}"
+    )
+    return (
+        f"SELECT {rawsql.columns(ControlCommand)} FROM {rawsql.quote(ControlCommand._meta.db_table)}"
+        f" WHERE {rawsql.column(ControlCommand, 'id')} = %s"
+        f" AND {rawsql.column(ControlCommand, 'session')} = ({locked_session}){rawsql.lock_clause()}"
+    )
 
 
 def _ack_times(command, target, acknowledged_at, completed_at, now):
@@ -737,9 +796,65 @@ def _allocate_sequences(thread_id, count: int) -> int:
     return row[0]
 
 
-def record_events(thread_id, *events: NewEvent) -> None:
-    """Record the server's own events on the thread's timeline, in the caller's transaction."""
-    thread_events_append(thread_id=thread_id, events=events)
+def record_events(thread_id, *events: NewEvent, notify: Sequence[str] = ()) -> None:
+    """Record the server's own events on the thread's timeline, in the caller's transaction, and wake the waiters
+    of the keys in `notify` (as `acp.realtime.notify`) when it commits.
+
+    Optimised, on PostgreSQL, that is one statement (`_record_in_one_statement`); otherwise two or three.
+    """
+    if events and optimised() and connection.vendor == "postgresql":
+        _record_in_one_statement(thread_id, events, notify)
+    else:
+        thread_events_append(thread_id=thread_id, events=events)
+        realtime.notify(*notify)
+
+
+def _record_in_one_statement(thread_id, events: Sequence[NewEvent], notify: Sequence[str]) -> None:
+    """`thread_events_append` of server events (no client event ids) and the NOTIFY of `notify`, in one round
+    trip: the thread's sequences are allocated, with every NOTIFY, by the statement that inserts the events."""
+    db = rawsql.database()
+    now = timezone.now()
+    params = [len(events), rawsql.db_value(db, Thread, "id", thread_id)]
+    params += [value for key in (thread_events_key(thread_id), *notify) for value in (realtime.CHANNEL, key)]
+    for event in events:
+        row = ThreadEvent(
+            thread_id=thread_id,
+            session_id=event.session_id,
+            sequence=0,  # not written: the statement computes it
+            type=event.type,
+            source=event.source,
+            data=event.data,
+            occurred_at=event.occurred_at,
+            created_at=now,
+        )
+        values = zip(rawsql.fields(ThreadEvent), rawsql.saved_values(db, row), strict=True)
+        params += [value for field, value in values if field.name != "sequence"]
+    with db.cursor() as cursor:
+        cursor.execute(_record_sql(len(events), len(notify)), params)
+        if cursor.rowcount == 0:  # no such thread: nothing allocated, nothing inserted
+            raise NotFound()
+
+
+@functools.cache
+def _record_sql(count: int, notify_count: int) -> str:
+    """The thread's UPDATE of its last sequence (as `_allocate_sequences`) feeding the INSERT of `count` events, the
+    last one getting the new last sequence. Each value is cast: a SELECT's parameters have no column type."""
+    db = rawsql.database()
+    last = rawsql.column(Thread, "last_event_sequence")
+    notifies = ", pg_notify(%s, %s)" * (1 + notify_count)
+    values = [
+        None if field.name == "sequence" else f"CAST(%s AS {field.cast_db_type(db)})"
+        for field in rawsql.fields(ThreadEvent)
+    ]
+    rows = " UNION ALL ".join(
+        "SELECT " + ", ".join(value or f"allocated.last - {count - 1 - index}" for value in values) + " FROM allocated"
+        for index in range(count)
+    )
+    return (
+        f"WITH allocated AS (UPDATE {rawsql.quote(Thread._meta.db_table)} SET {last} = {last} + %s"
+        f" WHERE {rawsql.column(Thread, 'id')} = %s RETURNING {last} AS last{notifies})"
+        f" INSERT INTO {rawsql.quote(ThreadEvent._meta.db_table)} ({rawsql.columns(ThreadEvent)}) {rows}"
+    )
 
 
 def server_event(type_: str, *, session=None, **data) -> NewEvent:

@@ -6,7 +6,7 @@
   (`request_threads.py`) and Django's stock middleware swapped for versions whose hooks run in the event loop
   (`middleware.py`), and the garbage collector tuned for processes holding thousands of waiters;
 - `rawsql.py`: fixed SQL for the statements on every request's path (the token lookup, the prepare's binding
-  lock, supersede and insert), built from the models.
+  lock, supersede and insert, a control command's create and ack), built from the models.
 
 `ACP_SERVING=stock` serves with Django's own ASGIHandler, middleware and ORM, and CPython's collector defaults:
 the fallback if an upgrade of Django or asgiref breaks what these modules rely on. Behaviour is the same in both

@@ -4,7 +4,7 @@ Django's compiler costs a few hundred microseconds per query to build SQL that n
 bench/run.py: the token lookup alone was 16 % of a prepare). These helpers let a hot path write its SQL once and
 still go through the models: the column lists come from `_meta`, values are read with the ORM's own converters
 and written as the fields prepare them, so a model change is picked up and SQLite keeps working. Their callers
-(acp/selectors.py, bindings/services.py) use the ORM instead with ACP_SERVING=stock.
+(acp/selectors.py, bindings/services.py, commands/services.py) use the ORM instead with ACP_SERVING=stock.
 """
 
 from __future__ import annotations
@@ -68,6 +68,29 @@ def fetch_one(db, models: tuple[type[Model], ...], sql: str, params: list) -> li
     return None if row is None else instances(db, models, row)
 
 
+def locked(model: type[Model], criteria: dict[str, object]) -> Model | None:
+    """The row of `model` whose fields equal `criteria` (field name → value), locked until the transaction ends
+    (FOR NO KEY UPDATE, where the database has it), or None."""
+    db = database()
+    params = [db_value(db, model, name, value) for name, value in criteria.items()]
+    found = fetch_one(db, (model,), _locked_sql(model, tuple(criteria), db.vendor), params)
+    return found[0] if found else None
+
+
+def lock_clause() -> str:
+    return " FOR NO KEY UPDATE" if database().features.has_select_for_no_key_update else ""
+
+
+def where(model: type[Model], criteria: tuple[str, ...]) -> str:
+    """`criteria`'s fields each equal to a parameter, in order."""
+    return " AND ".join(f"{column(model, name)} = %s" for name in criteria)
+
+
+@functools.cache
+def _locked_sql(model: type[Model], criteria: tuple[str, ...], vendor: str) -> str:
+    return f"SELECT {columns(model)} FROM {quote(model._meta.db_table)} WHERE {where(model, criteria)}{lock_clause()}"
+
+
 def insert(instance: Model) -> None:
     """INSERT `instance` with every value as `save()` would write it (defaults, auto_now), without the compiler.
 
@@ -75,17 +98,40 @@ def insert(instance: Model) -> None:
     """
     db = database()
     model = type(instance)
-    values = [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields(model)]
     with db.cursor() as cursor:
-        cursor.execute(_insert_sql(model, db.vendor), values)
+        cursor.execute(_insert_sql(model, db.vendor), saved_values(db, instance))
     instance._state.adding = False
     instance._state.db = db.alias
+
+
+def saved_values(db, instance: Model) -> list:
+    """`instance`'s values in `fields` order, as `save()` would write them for an INSERT (defaults, auto_now)."""
+    return [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields(type(instance))]
+
+
+def update(instance: Model, field_names: tuple[str, ...]) -> int:
+    """UPDATE the row of `instance` with its values of `field_names` as `save(update_fields=…)` would write them
+    (auto_now fields are not touched unless named); how many rows it changed. No signals are sent."""
+    db = database()
+    model = type(instance)
+    changed = (model._meta.get_field(name) for name in field_names)
+    values = [field.get_db_prep_save(getattr(instance, field.attname), db) for field in changed]
+    values.append(model._meta.pk.get_db_prep_value(instance.pk, db))
+    with db.cursor() as cursor:
+        cursor.execute(_update_sql(model, field_names, db.vendor), values)
+        return cursor.rowcount
 
 
 @functools.cache
 def _insert_sql(model: type[Model], vendor: str) -> str:
     placeholders = ", ".join(["%s"] * len(fields(model)))
     return f"INSERT INTO {quote(model._meta.db_table)} ({columns(model)}) VALUES ({placeholders})"
+
+
+@functools.cache
+def _update_sql(model: type[Model], field_names: tuple[str, ...], vendor: str) -> str:
+    assignments = ", ".join(f"{column(model, name)} = %s" for name in field_names)
+    return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(model._meta.pk.column)} = %s"
 
 
 def _converted(db, models, row) -> list:

@@ -194,14 +194,12 @@ class ControlCommandViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.G
             device_id=token_device_id(self.request),
         )
 
-    def get_sessions(self):
-        """The sessions of the path's thread the caller may see (lazy: services lock the one they need)."""
-        return selectors.sessions_visible(
-            user=self.request.user, thread_id=self.kwargs["threadId"], device_id=token_device_id(self.request)
-        )
+    def session_scope(self) -> selectors.SessionScope:
+        """The sessions of the path's thread the caller may see (services lock the one they need)."""
+        return selectors.SessionScope(self.request.user.pk, self.kwargs["threadId"], token_device_id(self.request))
 
     def require_session(self) -> None:
-        if not self.get_sessions().filter(pk=self.kwargs["localSessionId"]).exists():
+        if not self.session_scope().sessions().filter(pk=self.kwargs["localSessionId"]).exists():
             raise Http404
 
     def list(self, request, *args, **kwargs):
@@ -219,7 +217,7 @@ class ControlCommandViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.G
         self.require_session()
         payload.is_valid(raise_exception=True)
         command = services.command_enqueue(
-            session=self.kwargs["localSessionId"], sessions=self.get_sessions(), **payload.validated_data
+            session=self.kwargs["localSessionId"], sessions=self.session_scope(), **payload.validated_data
         )
         return Response(self.wrap(self.get_serializer(command).data), status=status.HTTP_201_CREATED)
 
@@ -239,7 +237,7 @@ class ControlCommandViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.G
         outcome = services.command_ack(
             session=self.kwargs["localSessionId"],
             command_id=self.kwargs["commandId"],
-            sessions=self.get_sessions(),
+            sessions=self.session_scope(),
             **data,
         )
         return Response(self.wrap(self.get_serializer(outcome.obj).data))
