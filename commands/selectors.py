@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Window
 
 from acp.cleanup import Target
+from acp.serving import optimised, rawsql
 from commands.choices import COMMAND_TERMINAL_STATES, SESSION_TERMINAL_STATES, CommandStatus
 from commands.models import ControlCommand, LocalSession, Thread, ThreadEvent
 
@@ -24,8 +25,8 @@ def threads_visible(*, user, device_id=None) -> QuerySet[Thread]:
 class SessionScope:
     """The sessions of one thread a caller may see: the user's, and for a device token only its device's.
 
-    The services lock a session of a scope with written-out SQL (commands/services.py), or with the ORM through
-    `sessions()`: one rule either way.
+    Optimised, its sessions are found and locked with written-out SQL (`has`, commands/services.py), otherwise with
+    the ORM through `sessions()`: one rule either way.
     """
 
     user_id: object
@@ -41,6 +42,12 @@ class SessionScope:
 
     def sessions(self) -> QuerySet[LocalSession]:
         return LocalSession.objects.filter(**self.criteria())
+
+    def has(self, session_id) -> bool:
+        """Whether that session is one of these (a daemon's every command create, ack and empty poll asks)."""
+        if optimised():
+            return rawsql.exists(LocalSession, {"id": session_id, **self.criteria()})
+        return self.sessions().filter(pk=session_id).exists()
 
 
 def sessions_visible(*, user, thread_id, device_id=None) -> QuerySet[LocalSession]:

@@ -77,6 +77,20 @@ def locked(model: type[Model], criteria: dict[str, object]) -> Model | None:
     return found[0] if found else None
 
 
+def exists(model: type[Model], criteria: dict[str, object]) -> bool:
+    """Whether a row of `model` has fields equal to `criteria` (field name → value)."""
+    db = database()
+    params = [db_value(db, model, name, value) for name, value in criteria.items()]
+    with db.cursor() as cursor:
+        cursor.execute(_exists_sql(model, tuple(criteria), db.vendor), params)
+        return cursor.fetchone() is not None
+
+
+@functools.cache
+def _exists_sql(model: type[Model], criteria: tuple[str, ...], vendor: str) -> str:
+    return f"SELECT 1 FROM {quote(model._meta.db_table)} WHERE {where(model, criteria)} LIMIT 1"
+
+
 def lock_clause() -> str:
     return " FOR NO KEY UPDATE" if database().features.has_select_for_no_key_update else ""
 

@@ -199,7 +199,7 @@ class ControlCommandViewSet(OwnedViewSetMixin, mixins.ListModelMixin, viewsets.G
         return selectors.SessionScope(self.request.user.pk, self.kwargs["threadId"], token_device_id(self.request))
 
     def require_session(self) -> None:
-        if not self.session_scope().sessions().filter(pk=self.kwargs["localSessionId"]).exists():
+        if not self.session_scope().has(self.kwargs["localSessionId"]):
             raise Http404
 
     def list(self, request, *args, **kwargs):
