@@ -44,7 +44,7 @@ class SessionScope:
         return LocalSession.objects.filter(**self.criteria())
 
     def has(self, session_id) -> bool:
-        """Whether that session is one of these (a daemon's every command create, ack and empty poll asks)."""
+        """Whether that session is one of these (asked by every command create, list and empty poll)."""
         if optimised():
             return rawsql.exists(LocalSession, {"id": session_id, **self.criteria()})
         return self.sessions().filter(pk=session_id).exists()

@@ -796,13 +796,17 @@ def _allocate_sequences(thread_id, count: int) -> int:
     return row[0]
 
 
+ONE_STATEMENT_EVENTS = 8  # a statement per count is built and kept: the bulk jobs' batches go the longer way
+
+
 def record_events(thread_id, *events: NewEvent, notify: Sequence[str] = ()) -> None:
     """Record the server's own events on the thread's timeline, in the caller's transaction, and wake the waiters
     of the keys in `notify` (as `acp.realtime.notify`) when it commits.
 
-    Optimised, on PostgreSQL, that is one statement (`_record_in_one_statement`); otherwise two or three.
+    Optimised, on PostgreSQL, a few events (a state change's) take one statement (`_record_in_one_statement`);
+    otherwise two or three.
     """
-    if events and optimised() and connection.vendor == "postgresql":
+    if 0 < len(events) <= ONE_STATEMENT_EVENTS and optimised() and connection.vendor == "postgresql":
         _record_in_one_statement(thread_id, events, notify)
     else:
         thread_events_append(thread_id=thread_id, events=events)

@@ -11,6 +11,7 @@ from acp.domain import NotFound
 from acp.realtime import get_listener, machine_key
 from commands.models import ControlCommand, Thread, ThreadEvent
 from commands.services import (
+    ONE_STATEMENT_EVENTS,
     command_notify_key,
     local_session_create,
     record_events,
@@ -110,16 +111,21 @@ def test_a_command_of_a_session_the_caller_may_not_see_is_not_found(settings, mo
     assert theirs.status == "pending"
 
 
-def test_several_events_in_one_statement_keep_their_order(session):
+@pytest.mark.parametrize("count", [3, ONE_STATEMENT_EVENTS + 1])  # in one statement, and a bulk job's batch
+def test_several_events_keep_their_order(settings, session, count, django_assert_num_queries):
+    settings.ACP_SERVING = serving.OPTIMISED
     thread_id = session.thread_id
     before = Thread.objects.get(pk=thread_id).last_event_sequence
-    with transaction.atomic():
-        record_events(thread_id, *(server_event(f"test.{index}", session=session, n=index) for index in range(3)))
+    with transaction.atomic(), django_assert_num_queries(1 if count <= ONE_STATEMENT_EVENTS else 2):
+        record_events(thread_id, *(server_event(f"test.{index}", session=session, n=index) for index in range(count)))
     events = list(ThreadEvent.objects.filter(thread_id=thread_id, sequence__gt=before).order_by("sequence"))
-    assert [(e.sequence, e.type, e.data["n"]) for e in events] == [(before + i + 1, f"test.{i}", i) for i in range(3)]
+    expected = [(before + i + 1, f"test.{i}", i) for i in range(count)]
+    assert [(e.sequence, e.type, e.data["n"]) for e in events] == expected
 
 
-def test_recording_on_a_thread_that_is_gone_raises_not_found_and_stores_nothing(user):
+@pytest.mark.parametrize("mode", serving.MODES)
+def test_recording_on_a_thread_that_is_gone_raises_not_found_and_stores_nothing(settings, mode, user):
+    settings.ACP_SERVING = mode
     gone = thread_create(user=user, title="gone")
     gone_id = gone.pk
     gone.delete()
