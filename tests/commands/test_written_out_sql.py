@@ -44,8 +44,7 @@ def stored(command: ControlCommand) -> dict:
         "command": {
             field.attname: getattr(command, field.attname)
             for field in ControlCommand._meta.concrete_fields
-            if field.attname not in ("id", "user_id", "session_id", "thread_id", "created_at", "updated_at")
-            and not field.attname.endswith("_at")
+            if field.attname not in ("id", "user_id", "session_id", "thread_id") and not field.attname.endswith("_at")
         },
         "events": [
             (
