@@ -779,17 +779,12 @@ def _allocate_sequences(thread_id, count: int) -> int:
     The streams' NOTIFY rides on the same statement (one round trip fewer on every state change that records an
     event); PostgreSQL delivers it on commit, as `acp.realtime.notify` would.
     """
-    table = connection.ops.quote_name(Thread._meta.db_table)
-    sql = (
-        f'UPDATE {table} SET "last_event_sequence" = "last_event_sequence" + %s WHERE "id" = %s'
-        ' RETURNING "last_event_sequence"'
-    )
+    on_postgresql = connection.vendor == "postgresql"
     params = [count, Thread._meta.pk.get_db_prep_value(thread_id, connection)]
-    if connection.vendor == "postgresql":
-        sql += ", pg_notify(%s, %s)"
+    if on_postgresql:
         params += [realtime.CHANNEL, thread_events_key(thread_id)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_allocate_sql(notify_count=int(on_postgresql)), params)
         row = cursor.fetchone()
     if row is None:
         raise NotFound()
@@ -841,23 +836,35 @@ def _record_in_one_statement(thread_id, events: Sequence[NewEvent], notify: Sequ
 
 @functools.cache
 def _record_sql(count: int, notify_count: int) -> str:
-    """The thread's UPDATE of its last sequence (as `_allocate_sequences`) feeding the INSERT of `count` events, the
-    last one getting the new last sequence. Each value is cast: a SELECT's parameters have no column type."""
+    """`_allocate_sql` feeding the INSERT of `count` events, the last one getting the new last sequence. Each value
+    is cast: a SELECT's parameters have no column type."""
     db = rawsql.database()
     last = rawsql.column(Thread, "last_event_sequence")
-    notifies = ", pg_notify(%s, %s)" * (1 + notify_count)
     values = [
         None if field.name == "sequence" else f"CAST(%s AS {field.cast_db_type(db)})"
         for field in rawsql.fields(ThreadEvent)
     ]
     rows = " UNION ALL ".join(
-        "SELECT " + ", ".join(value or f"allocated.last - {count - 1 - index}" for value in values) + " FROM allocated"
+        "SELECT "
+        + ", ".join(value or f"allocated.{last} - {count - 1 - index}" for value in values)
+        + " FROM allocated"
         for index in range(count)
     )
     return (
-        f"WITH allocated AS (UPDATE {rawsql.quote(Thread._meta.db_table)} SET {last} = {last} + %s"
-        f" WHERE {rawsql.column(Thread, 'id')} = %s RETURNING {last} AS last{notifies})"
+        f"WITH allocated AS ({_allocate_sql(notify_count=1 + notify_count)})"
         f" INSERT INTO {rawsql.quote(ThreadEvent._meta.db_table)} ({rawsql.columns(ThreadEvent)}) {rows}"
+    )
+
+
+@functools.cache
+def _allocate_sql(*, notify_count: int) -> str:
+    """The thread's UPDATE that adds the first parameter to its last sequence and returns the new one, with
+    `notify_count` NOTIFYs (each a channel and a key; PostgreSQL sends them when the transaction commits)."""
+    last = rawsql.column(Thread, "last_event_sequence")
+    notifies = ", pg_notify(%s, %s)" * notify_count
+    return (
+        f"UPDATE {rawsql.quote(Thread._meta.db_table)} SET {last} = {last} + %s"
+        f" WHERE {rawsql.column(Thread, 'id')} = %s RETURNING {last}{notifies}"
     )
 
 
