@@ -122,7 +122,7 @@ def _lock_binding(*, binding_id, user_id, device_id) -> WorkspaceBinding | None:
         bindings = WorkspaceBinding.objects.select_for_update(no_key=True).filter(**criteria)
         return bindings.extra(where=_references_locked()).first()  # fixed SQL (no input): the ORM has no FOR KEY SHARE
     db = rawsql.database()
-    params = [rawsql.db_value(db, WorkspaceBinding, name, value) for name, value in criteria.items()]
+    params = rawsql.db_values(db, WorkspaceBinding, criteria)
     found = rawsql.fetch_one(db, (WorkspaceBinding,), _lock_binding_sql(db.vendor, tuple(criteria)), params)
     return found[0] if found else None
 

@@ -419,7 +419,7 @@ def _lock_command_written_out(session_id, command_id, criteria: dict[str, object
     db = rawsql.database()
     session_criteria = {"id": session_id, **criteria}
     params = [rawsql.db_value(db, ControlCommand, "id", command_id)]
-    params += [rawsql.db_value(db, LocalSession, name, value) for name, value in session_criteria.items()]
+    params += rawsql.db_values(db, LocalSession, session_criteria)
     found = rawsql.fetch_one(db, (ControlCommand,), _lock_command_sql(tuple(session_criteria), db.vendor), params)
     return found[0] if found else None
 

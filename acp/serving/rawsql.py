@@ -39,6 +39,11 @@ def db_value(db, model: type[Model], field_name: str, value):
     return model._meta.get_field(field_name).get_db_prep_value(value, db)
 
 
+def db_values(db, model: type[Model], criteria: dict[str, object]) -> list:
+    """`criteria`'s values (field name → value) as the query parameters of `where(model, tuple(criteria))`."""
+    return [db_value(db, model, name, value) for name, value in criteria.items()]
+
+
 def columns(model: type[Model], alias: str = "") -> str:
     """Every column of `model`, in `fields(model)` order, to select into `instances`."""
     prefix = f"{alias}." if alias else ""
@@ -72,7 +77,7 @@ def locked(model: type[Model], criteria: dict[str, object]) -> Model | None:
     """The row of `model` whose fields equal `criteria` (field name → value), locked until the transaction ends
     (FOR NO KEY UPDATE, where the database has it), or None."""
     db = database()
-    params = [db_value(db, model, name, value) for name, value in criteria.items()]
+    params = db_values(db, model, criteria)
     found = fetch_one(db, (model,), _locked_sql(model, tuple(criteria), db.vendor), params)
     return found[0] if found else None
 
@@ -80,7 +85,7 @@ def locked(model: type[Model], criteria: dict[str, object]) -> Model | None:
 def exists(model: type[Model], criteria: dict[str, object]) -> bool:
     """Whether a row of `model` has fields equal to `criteria` (field name → value)."""
     db = database()
-    params = [db_value(db, model, name, value) for name, value in criteria.items()]
+    params = db_values(db, model, criteria)
     with db.cursor() as cursor:
         cursor.execute(_exists_sql(model, tuple(criteria), db.vendor), params)
         return cursor.fetchone() is not None
