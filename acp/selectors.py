@@ -20,32 +20,43 @@ _TOKEN_ROW = (ApiToken, User, Device)
 
 
 def token_by_hash(key_hash: str) -> ApiToken | None:
-    """The token with this hash, its user and device (or None) attached, in one query.
+    """The token with this hash, its user and device (or None) attached, in one query."""
+    return tokens_by_hash([key_hash]).get(key_hash)
+
+
+def tokens_by_hash(key_hashes) -> dict[str, ApiToken]:
+    """The tokens with these hashes (by hash), their users and devices (or None) attached, in one query: one
+    request's token, or those of the channel connects a process takes in together (acp/serving/fast_streams.py).
 
     Every request authenticates, and compiling this join cost Django ~0.75 ms of CPU per request (bench/run.py
     --profile: 16 % of a prepare), so it is written out (acp/serving/rawsql.py) unless ACP_SERVING=stock.
     """
+    key_hashes = sorted(set(key_hashes))
+    if not key_hashes:
+        return {}
     if not optimised():
-        return ApiToken.objects.select_related("user", "device").filter(key_hash=key_hash).first()
+        found = ApiToken.objects.select_related("user", "device").filter(key_hash__in=key_hashes)
+        return {token.key_hash: token for token in found}
     db = rawsql.database()
-    found = rawsql.fetch_one(db, _TOKEN_ROW, _token_sql(db.vendor), [key_hash])
-    if found is None:
-        return None
-    token, user, device = found
-    token.user = user
-    token.device = device
-    return token
+    tokens = {}
+    for token, user, device in rawsql.fetch_all(db, _TOKEN_ROW, _tokens_sql(db.vendor, len(key_hashes)), key_hashes):
+        token.user = user
+        token.device = device
+        tokens[token.key_hash] = token
+    return tokens
 
 
-@functools.cache
-def _token_sql(vendor: str) -> str:
+@functools.lru_cache(maxsize=64)  # one per number of hashes: a request's one, a batch of connects' up to its size
+def _tokens_sql(vendor: str, count: int) -> str:
     token, user, device = (rawsql.quote(model._meta.db_table) for model in _TOKEN_ROW)
     selected = ", ".join(rawsql.columns(model, rawsql.quote(model._meta.db_table)) for model in _TOKEN_ROW)
+    key_hash = f"{token}.{rawsql.column(ApiToken, 'key_hash')}"
+    wanted = "= %s" if count == 1 else f"IN ({', '.join(['%s'] * count)})"
     return (
         f"SELECT {selected} FROM {token}"
         f" JOIN {user} ON {user}.{rawsql.column(User, 'id')} = {token}.{rawsql.column(ApiToken, 'user')}"
         f" LEFT JOIN {device} ON {device}.{rawsql.column(Device, 'id')} = {token}.{rawsql.column(ApiToken, 'device')}"
-        f" WHERE {token}.{rawsql.column(ApiToken, 'key_hash')} = %s"
+        f" WHERE {key_hash} {wanted}"
     )
 
 

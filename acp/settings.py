@@ -226,17 +226,24 @@ ACP_STREAM_MAX_SECONDS = env_float("ACP_STREAM_MAX_SECONDS", 300.0)  # then the 
 ACP_CHANNEL_MAX_SECONDS = env_float("ACP_CHANNEL_MAX_SECONDS", 1800.0)
 ACP_CHANNEL_PRESENCE_INTERVAL = env_float("ACP_CHANNEL_PRESENCE_INTERVAL", 30.0)
 # How a process takes channel connects in (acp/serving/fast_streams.py ConnectAdmission): at most PER_SECOND (0: no
-# pace), AT_ONCE at the same time, in arrival order; one that would wait more than QUEUE_WAIT seconds is answered 503
-# with a Retry-After. At 125 a second a 60 s storm of 10,000 fits the queue (no 503; back after ~80 s), and takes
-# 0.35–0.5 of a core on this project's machine (README, "What the storm costs"); a slower pace overflows the queue
-# and the refused pay their take-in again. The wait stays below the daemons' 30 s read timeout.
+# pace), in batches of BATCH opened together (one thread hop and one token lookup a batch), AT_ONCE batches at the
+# same time, in arrival order; one that would wait more than QUEUE_WAIT seconds is answered 503 with a Retry-After.
+# At 125 a second a 60 s storm of 10,000 fits the queue (no 503; back after ~80 s) and takes a bounded share of the
+# worker (README, "What the storm costs"); a slower pace overflows the queue and the refused pay their take-in again.
+# The wait stays below the daemons' 30 s read timeout.
 ACP_CHANNEL_CONNECTS_AT_ONCE = env_int("ACP_CHANNEL_CONNECTS_AT_ONCE", 2)
 ACP_CHANNEL_CONNECTS_PER_SECOND = env_float("ACP_CHANNEL_CONNECTS_PER_SECOND", 125.0)
 ACP_CHANNEL_CONNECT_QUEUE_WAIT = env_float("ACP_CHANNEL_CONNECT_QUEUE_WAIT", 25.0)
-if ACP_CHANNEL_CONNECTS_AT_ONCE < 1 or ACP_CHANNEL_CONNECTS_PER_SECOND < 0 or ACP_CHANNEL_CONNECT_QUEUE_WAIT < 0:
+ACP_CHANNEL_CONNECT_BATCH = env_int("ACP_CHANNEL_CONNECT_BATCH", 8)  # connects opened together, in one thread hop
+if (
+    ACP_CHANNEL_CONNECTS_AT_ONCE < 1
+    or ACP_CHANNEL_CONNECT_BATCH < 1
+    or ACP_CHANNEL_CONNECTS_PER_SECOND < 0
+    or ACP_CHANNEL_CONNECT_QUEUE_WAIT < 0
+):
     raise ImproperlyConfigured(
-        "ACP_CHANNEL_CONNECTS_AT_ONCE must be at least 1, ACP_CHANNEL_CONNECTS_PER_SECOND and "
-        "ACP_CHANNEL_CONNECT_QUEUE_WAIT at least 0."
+        "ACP_CHANNEL_CONNECTS_AT_ONCE and ACP_CHANNEL_CONNECT_BATCH must be at least 1, "
+        "ACP_CHANNEL_CONNECTS_PER_SECOND and ACP_CHANNEL_CONNECT_QUEUE_WAIT at least 0."
     )
 if not 0 < ACP_CHANNEL_PRESENCE_INTERVAL < ACP_DEVICE_OFFLINE_AFTER:
     raise ImproperlyConfigured(

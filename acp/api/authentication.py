@@ -32,9 +32,17 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 def authenticate_raw_token(raw: str, *, touch: bool = True):
     """Return (user, token) for a usable token, else raise AuthenticationFailed. With `touch=False` its use is not
     recorded here: the caller records it (`token_use_statement`)."""
-    if not raw.startswith(TOKEN_PREFIX):
-        raise exceptions.AuthenticationFailed(INVALID_TOKEN)
-    token = token_by_hash(token_hash(raw))
+    key = token_key(raw)
+    return authenticate_found_token(None if key is None else token_by_hash(key), touch=touch)
+
+
+def token_key(raw: str) -> str | None:
+    """The hash `raw` is looked up by (`token_by_hash`, `tokens_by_hash`), or None: no token of ours."""
+    return token_hash(raw) if raw.startswith(TOKEN_PREFIX) else None
+
+
+def authenticate_found_token(token, *, touch: bool = True):
+    """`authenticate_raw_token` once its token was looked up (None: not found)."""
     now = timezone.now()
     if token is None or not token.is_usable(now) or not token.user.is_active:
         raise exceptions.AuthenticationFailed(INVALID_TOKEN)

@@ -167,6 +167,10 @@ class OpenedStream:
     subscription: Subscription
     backlog: Batch
 
+    def close(self) -> None:
+        """Let go of a stream that will not be sent (its connect was cancelled while it opened)."""
+        self.subscription.close()
+
     def body(self) -> AsyncIterator[bytes]:
         events = _events(self.stream, self.subscription, self.backlog)
         weakref.finalize(events, self.subscription.close)  # also when the body is dropped before it starts

@@ -18,7 +18,6 @@ With ACP_SERVING=stock this path is off and Django serves every stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import math
 import random
@@ -30,16 +29,18 @@ from types import SimpleNamespace
 
 from django.conf import settings
 from django.core.signals import setting_changed
+from django.db import connection
 from django.http.request import split_domain_port, validate_host
 from django.urls import Resolver404, resolve
 from rest_framework.exceptions import AuthenticationFailed
 
 from acp import composition
-from acp.api.authentication import authenticate_raw_token
+from acp.api.authentication import authenticate_found_token, token_key
 from acp.api.permissions import needed_scope
 from acp.api.sse import MEDIA_TYPE, STREAM_HEADERS, EventStream, OpenedStream, open_stream
 from acp.api.throttling import API, COUNTED_SCOPE_KEY, DAEMON, Counted, token_usage
 from acp.asgi_guards import refuse, replaying
+from acp.selectors import tokens_by_hash
 from acp.serving.request_threads import run_in_background
 
 BUSY_RETRY_AFTER = (5, 30)  # seconds: the range a refused connect is told to wait, beyond the slots taken ahead
@@ -103,11 +104,11 @@ def fast_streams() -> list[FastStream]:
 class FastStreamRouter:
     """ASGI: serve the plain case of the apps' fast streams, pass everything else to `app` (Django).
 
-    Connects are opened at most ACP_CHANNEL_CONNECTS_AT_ONCE at a time, the others waiting their turn in arrival
-    order, so a reconnect storm (a deploy) cannot take every thread from the API's requests; one that waited
-    ACP_CHANNEL_CONNECT_QUEUE_WAIT seconds is answered 503 with a Retry-After, and its daemon comes back later
-    instead of waiting out its own timeout and retrying into the queue. One whose client went away while it waited
-    is not opened.
+    Connects are opened in paced batches (`ConnectAdmission`), at most ACP_CHANNEL_CONNECTS_AT_ONCE batches at a
+    time, the others waiting their turn in arrival order, so a reconnect storm (a deploy) cannot take every thread
+    from the API's requests; one that waited ACP_CHANNEL_CONNECT_QUEUE_WAIT seconds is answered 503 with a
+    Retry-After, and its daemon comes back later instead of waiting out its own timeout and retrying into the queue.
+    One whose client went away while it waited is not opened.
     """
 
     def __init__(self, app, streams: list[FastStream]):
@@ -124,7 +125,7 @@ class FastStreamRouter:
             return
         gone = asyncio.ensure_future(_disconnected(receive))  # watched from now: one gone while in line is not opened
         try:
-            opened = await self._open_in_turn(plain, gone)
+            opened = await self._connect_admission().open(plain, gone)
         except Busy as busy:
             gone.cancel()
             return await _busy(send, busy.retry_after)
@@ -139,13 +140,6 @@ class FastStreamRouter:
         stream, usage_headers = opened
         await _serve(stream, _headers(plain, usage_headers), gone, send)
 
-    async def _open_in_turn(self, plain: _Plain, gone: asyncio.Future):
-        """`_open`'s answer once the connect's turn comes, or None if the client went away while it waited."""
-        async with self._connect_admission().turn():
-            if gone.done():
-                return None
-            return await run_in_background(lambda: _open(plain))
-
     def _connect_admission(self) -> ConnectAdmission:
         loop = asyncio.get_running_loop()  # one per event loop (a test runs several, one after the other)
         if self._admission is None or self._admission[0] is not loop:
@@ -155,6 +149,8 @@ class FastStreamRouter:
                     at_once=settings.ACP_CHANNEL_CONNECTS_AT_ONCE,
                     per_second=settings.ACP_CHANNEL_CONNECTS_PER_SECOND,
                     queue_wait=settings.ACP_CHANNEL_CONNECT_QUEUE_WAIT,
+                    batch=settings.ACP_CHANNEL_CONNECT_BATCH,
+                    open_all=_open_all,
                 ),
             )
         return self._admission[1]
@@ -188,47 +184,119 @@ class Busy(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(eq=False)
+class _Connect:
+    """A connect in line: what it asks to open, its client's end (done: gone), and its outcome once opened."""
+
+    request: object
+    gone: asyncio.Future
+    outcome: asyncio.Future
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Connects opened together when `due` comes (in the loop's time); `first_arrived`: when its first one did."""
+
+    due: float
+    first_arrived: float
+    connects: list[_Connect] = field(default_factory=list)
+
+
 class ConnectAdmission:
-    """When the connects of one process take their turn: at most `per_second` of them (0: no such limit), each given
-    the next free slot of that pace in arrival order, and at most `at_once` opened at the same time.
+    """When the connects of one process are opened: in batches of at most `batch` connects in arrival order, one batch
+    due every `batch / per_second` seconds at most (a pace of `per_second` connects; 0: no pace), at most `at_once`
+    batches being opened at the same time. A connect that finds no batch filling starts one, due at once if the pace
+    allows it. A batch is opened by `open_all` (the batch's requests → their outcomes, each a value or the exception
+    it raised) on one request thread: one hop to the thread, one token lookup and one database connection for all
+    its connects, instead of one of each per connect.
 
     The pace keeps what a reconnect storm (a deploy) takes from the API's requests to a known share of the worker,
     however busy the worker is (taking turns alone let the storm take more of an idle worker, and pass fewer
-    connects the busier it was). A connect whose slot lies more than `queue_wait` seconds ahead is refused at once
-    (`Busy`) and told to come back after the slots already taken, at a moment spread over BUSY_RETRY_AFTER beyond
-    them, so that the refused do not all come back together, nor before there is room. One that waited
-    `queue_wait` for a turn is refused too.
+    connects the busier it was); the batches make that share smaller, since each connect costs less (README, "The
+    storm in batches"). A connect whose batch would be due more than `queue_wait` seconds ahead is refused at once
+    (`Busy`) and told to come back after the batches already due, at a moment spread over BUSY_RETRY_AFTER beyond
+    them, so that the refused do not all come back together, nor before there is room. A batch that waited
+    `queue_wait` since its first connect arrived, for a turn, is refused too; a connect whose client went away before
+    its batch was opened is not opened (its outcome: None).
     """
 
-    def __init__(self, *, at_once: int, per_second: float, queue_wait: float):
-        self.interval = 1 / per_second if per_second > 0 else 0.0
+    def __init__(self, *, at_once: int, per_second: float, queue_wait: float, batch: int, open_all: Callable):
+        self.batch_size = batch
+        self.period = batch / per_second if per_second > 0 else 0.0
         self.queue_wait = queue_wait
+        self._open_all = open_all
         self._turns = asyncio.Semaphore(at_once)
-        self._next_slot = 0.0  # in the loop's time
+        self._filling: _Batch | None = None
+        self._last_due = -math.inf  # in the loop's time
+        self._opening: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
 
-    @contextlib.asynccontextmanager
-    async def turn(self):
-        now = asyncio.get_running_loop().time()
-        if wait := self._slot(now):
-            await asyncio.sleep(wait)
+    async def open(self, request, gone: asyncio.Future):
+        """`request`'s outcome once its batch was opened (None if its client went away first); `Busy` if refused."""
+        loop = asyncio.get_running_loop()
+        batch = self._filling or self._next_batch(loop)
+        connect = _Connect(request, gone, loop.create_future())
+        batch.connects.append(connect)
+        if len(batch.connects) >= self.batch_size:
+            self._filling = None
+        return await connect.outcome
+
+    def _next_batch(self, loop: asyncio.AbstractEventLoop) -> _Batch:
+        now = loop.time()
+        due = max(now, self._last_due + self.period)
+        if due - now > self.queue_wait:
+            taken_ahead = due - now - self.queue_wait
+            raise Busy(math.ceil(taken_ahead) + random.randint(*BUSY_RETRY_AFTER))
+        self._last_due = due
+        self._filling = batch = _Batch(due, now)
+        loop.call_at(due, self._release, batch)
+        return batch
+
+    def _release(self, batch: _Batch) -> None:
+        if self._filling is batch:
+            self._filling = None
+        task = asyncio.ensure_future(self._open_batch(batch))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+
+    async def _open_batch(self, batch: _Batch) -> None:
         try:
-            async with asyncio.timeout_at(now + self.queue_wait):
+            async with asyncio.timeout_at(batch.first_arrived + self.queue_wait):
                 await self._turns.acquire()
         except TimeoutError:
-            raise Busy(random.randint(*BUSY_RETRY_AFTER)) from None
+            for connect in batch.connects:
+                _settle(connect, Busy(random.randint(*BUSY_RETRY_AFTER)))
+            return
         try:
-            yield
+            waiting = []
+            for connect in batch.connects:
+                if connect.gone.done():
+                    _settle(connect, None)  # nobody left to answer
+                elif not connect.outcome.done():  # else cancelled while in line (the server stopping)
+                    waiting.append(connect)
+            if waiting:
+                outcomes = await run_in_background(functools.partial(self._open_all, [c.request for c in waiting]))
+                for connect, outcome in zip(waiting, outcomes, strict=True):
+                    _settle(connect, outcome)
+        except BaseException as error:  # the hop itself failed, or was cancelled (the server stopping)
+            for connect in batch.connects:
+                _settle(connect, error)
+            if not isinstance(error, Exception):
+                raise
         finally:
             self._turns.release()
 
-    def _slot(self, now: float) -> float:
-        """Take the next slot of the pace: the seconds until it comes."""
-        slot = max(now, self._next_slot)
-        if slot - now > self.queue_wait:
-            taken_ahead = slot - now - self.queue_wait
-            raise Busy(math.ceil(taken_ahead) + random.randint(*BUSY_RETRY_AFTER))
-        self._next_slot = slot + self.interval
-        return slot - now
+
+def _settle(connect: _Connect, outcome) -> None:
+    """Give `connect` its outcome; one opened for a connect cancelled meanwhile is closed instead."""
+    if connect.outcome.done():
+        if isinstance(outcome, tuple):
+            outcome[0].close()
+    elif isinstance(outcome, asyncio.CancelledError):
+        connect.outcome.cancel()
+    elif isinstance(outcome, BaseException):
+        connect.outcome.set_exception(outcome)
+    else:
+        connect.outcome.set_result(outcome)
 
 
 def _accepts_stream(accept: bytes | None) -> bool:
@@ -330,12 +398,36 @@ def _host_allowed(headers: dict, policy: _Policy) -> bool:
     return bool(domain) and validate_host(domain, policy.allowed_hosts)
 
 
-def _open(plain: _Plain):
-    """On a worker thread: authenticate, check the scopes and the budget as the DRF view's classes do, and open.
+def _open_all(plains: list[_Plain]) -> list:
+    """On a request thread: `_open` each of a batch of connects, their tokens looked up in one query. Each one's
+    outcome, or the exception it raised (raised to that connect alone)."""
+    keys = [token_key(plain.token) for plain in plains]
+    try:
+        tokens = tokens_by_hash(key for key in keys if key is not None)
+    except Exception as error:
+        return [error] * len(plains)
+    outcomes = []
+    for plain, key in zip(plains, keys, strict=True):
+        try:
+            outcomes.append(_open(plain, tokens.get(key)))
+        except Exception as error:
+            outcomes.append(error)
+            _forget_connection_if_broken()
+    return outcomes
+
+
+def _forget_connection_if_broken() -> None:
+    """After a connect's error, the batch's next connects get a new database connection if this one is broken."""
+    connection.close_if_unusable_or_obsolete()
+
+
+def _open(plain: _Plain, token):
+    """Authenticate (`token`: the one `plain.token` names, looked up, or None), check the scopes and the budget as
+    the DRF view's classes do, and open.
 
     The opened stream and its rate-limit headers, or `_HandOn` for Django to answer."""
     try:
-        user, token = authenticate_raw_token(plain.token, touch=False)  # recorded by the open, if it opens
+        user, token = authenticate_found_token(token, touch=False)  # recorded by the open, if it opens
     except AuthenticationFailed:
         return _HandOn()
     view, action = plain.stream.view, plain.stream.action

@@ -73,6 +73,14 @@ def fetch_one(db, models: tuple[type[Model], ...], sql: str, params: list) -> li
     return None if row is None else instances(db, models, row)
 
 
+def fetch_all(db, models: tuple[type[Model], ...], sql: str, params: list) -> list[list[Model | None]]:
+    """Run `sql` (selecting the `columns` of `models` side by side) and read every row as `instances`."""
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [instances(db, models, row) for row in rows]
+
+
 def locked(model: type[Model], criteria: dict[str, object]) -> Model | None:
     """The row of `model` whose fields equal `criteria` (field name → value), locked until the transaction ends
     (FOR NO KEY UPDATE, where the database has it), or None."""

@@ -167,13 +167,14 @@ def test_a_presence_interval_not_below_the_offline_time_is_refused_at_start_up()
     "setting",
     [
         {"ACP_CHANNEL_CONNECTS_AT_ONCE": "0"},  # no connect would ever be opened
+        {"ACP_CHANNEL_CONNECT_BATCH": "0"},  # nor here
         {"ACP_CHANNEL_CONNECTS_PER_SECOND": "-1"},
         {"ACP_CHANNEL_CONNECT_QUEUE_WAIT": "-1"},
     ],
 )
 def test_a_connect_admission_that_could_not_work_is_refused_at_start_up(setting):
     done = start_up(**setting)
-    assert done.returncode != 0 and "ACP_CHANNEL_CONNECTS_AT_ONCE must be at least 1" in done.stderr
+    assert done.returncode != 0 and "ACP_CHANNEL_CONNECTS_AT_ONCE and ACP_CHANNEL_CONNECT_BATCH must be" in done.stderr
 
 
 def test_the_default_connect_admission_starts():

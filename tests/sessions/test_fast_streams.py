@@ -19,6 +19,7 @@ from acp.models import ApiToken, Device
 from acp.presence import get_presence
 from acp.realtime import get_listener
 from acp.services import token_hash, token_revoke
+from acp.serving import fast_streams as fast_streams_module
 from acp.serving.fast_streams import FastStreamRouter, fast_streams
 from acp.serving.handler import OptimisedASGIHandler
 from commands.services import command_enqueue, local_session_create, thread_create
@@ -194,6 +195,7 @@ def test_a_connect_handed_on_to_django_is_counted_once(settings, user, device):
 def test_connects_take_turns_and_one_that_waited_too_long_is_told_to_come_back(settings, user, device):
     """Two turns at once: a third connect waits; past the queue wait it is answered 503 with a Retry-After."""
     settings.ACP_CHANNEL_CONNECTS_AT_ONCE, settings.ACP_CHANNEL_CONNECT_QUEUE_WAIT = 2, 0.3
+    settings.ACP_CHANNEL_CONNECT_BATCH = 1  # each connect a batch of its own: two opened at once, on two threads
     [channel_stream] = fast_streams()
     release, opening = threading.Event(), threading.Semaphore(0)
 
@@ -223,7 +225,7 @@ def test_of_two_connects_of_one_machine_the_last_to_arrive_holds_the_slot_though
 ):
     """Two turns at once: the connect that arrived first opens only after the second has (a daemon's own abandoned
     connect, say, which arrived long before); it does not take the live one's place, and is answered `replaced`."""
-    settings.ACP_CHANNEL_CONNECTS_AT_ONCE = 2
+    settings.ACP_CHANNEL_CONNECTS_AT_ONCE, settings.ACP_CHANNEL_CONNECT_BATCH = 2, 1  # opened at once, on two threads
     [channel_stream] = fast_streams()
     abandoned, live = make_token(user, device=device), make_token(user, device=device)
     live_opened = threading.Event()
@@ -261,7 +263,7 @@ def test_connects_are_paced_in_arrival_order_and_one_whose_slot_is_too_far_ahead
     are opened a tenth of a second apart; the other 3 are answered 503 before the last slot comes, told to come
     back after the slots already taken."""
     settings.ACP_CHANNEL_CONNECTS_PER_SECOND, settings.ACP_CHANNEL_CONNECT_QUEUE_WAIT = 10, 0.5
-    settings.ACP_CHANNEL_CONNECTS_AT_ONCE = 4
+    settings.ACP_CHANNEL_CONNECTS_AT_ONCE, settings.ACP_CHANNEL_CONNECT_BATCH = 4, 1
     [channel_stream] = fast_streams()
     opened_at = []
 
@@ -370,3 +372,141 @@ def test_a_stream_the_server_cancels_ends_cancelled_and_lets_go_of_its_machine(r
     channel_id = Device.objects.get(pk=device.pk).channel_id
     assert channel_id in held and channel_id not in get_presence().held()
     assert get_listener().waiter_count() == waiters
+
+
+def test_connects_arriving_together_are_opened_together_on_one_thread_after_one_token_lookup(
+    settings, monkeypatch, user, device
+):
+    """Five connects in one batch: the four usable ones each get their own machine's channel and its pending command;
+    the unknown token goes on to Django. One request thread opened them all, after one lookup of their tokens."""
+    settings.ACP_CHANNEL_CONNECT_BATCH = 5
+    machines = [device, *(Device.objects.create(user=user, name=f"machine {n}") for n in range(3))]
+    commands = {}
+    for machine in machines:
+        session = local_session_create(user=user, thread=thread_create(user=user), device=machine, status="running")
+        commands[machine.pk] = command_enqueue(session=session, command_type="pause")
+    [channel_stream] = fast_streams()
+    threads, lookups = set(), []
+
+    def open_noting_the_thread(caller, **kwargs):
+        threads.add(threading.get_ident())
+        return channel_stream.open(caller, **kwargs)
+
+    def counted_lookup(keys, lookup=fast_streams_module.tokens_by_hash):
+        keys = list(keys)
+        lookups.append(len(keys))
+        return lookup(keys)
+
+    monkeypatch.setattr(fast_streams_module, "tokens_by_hash", counted_lookup)
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=open_noting_the_thread)])
+    connects = [
+        (http_scope(channel(m.pk), bearer(make_token(user, device=m))), f"id: command:{commands[m.pk].pk}".encode())
+        for m in machines
+    ]
+    connects.append((http_scope(channel(device.pk), bearer("acp_unknown")), b""))
+
+    async def together():
+        return await asyncio.gather(*(serve(router, scope, until) for scope, until in connects))
+
+    answers = asyncio.run(asyncio.wait_for(together(), 10))
+    assert [status for status, _, _ in answers] == [200] * 4 + [599]
+    for machine, (_, _, body) in zip(machines, answers, strict=False):
+        assert f"id: command:{commands[machine.pk].pk}".encode() in body
+        assert body.count(b"event: command") == 1  # its own machine's command only
+    assert len(threads) == 1 and lookups == [5]
+    assert router.app.paths == [channel(device.pk)]
+    opened = Device.objects.filter(pk__in=[m.pk for m in machines]).values_list("channel_id", flat=True)
+    assert None not in opened
+
+
+def test_batches_are_paced_and_one_that_would_be_due_too_far_ahead_is_refused_at_once(settings, user, device):
+    """At 10 connects a second in batches of 3, with 0.5 s of queue: of 9 connects arriving together, 3 are opened at
+    once and 3 more 0.3 s later, each batch on one thread; the last 3, whose batch would be due 0.6 s ahead, are
+    answered 503 before the second batch is opened."""
+    settings.ACP_CHANNEL_CONNECTS_PER_SECOND, settings.ACP_CHANNEL_CONNECT_QUEUE_WAIT = 10, 0.5
+    settings.ACP_CHANNEL_CONNECT_BATCH = 3
+    [channel_stream] = fast_streams()
+    opened = []
+
+    def timed_open(caller, **kwargs):  # then hands the request to Django
+        opened.append((time.monotonic(), threading.get_ident()))
+
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=timed_open)])
+    scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user)))
+
+    async def nine_connects():
+        async def connect():
+            answer = await serve(router, scope)
+            return answer, time.monotonic()
+
+        return await asyncio.gather(*(connect() for _ in range(9)))
+
+    arrived = time.monotonic()
+    answers = asyncio.run(asyncio.wait_for(nine_connects(), 10))
+    assert [status for (status, _, _), _ in answers] == [599] * 6 + [503] * 3  # arrival order
+    first, second = sorted(opened)[:3], sorted(opened)[3:]
+    assert len(second) == 3 and len({ident for _, ident in first}) == len({ident for _, ident in second}) == 1
+    assert all(at < arrived + 0.25 for at, _ in first)  # at once (a batch at most every 0.3 s)
+    assert all(at >= arrived + 0.3 - 0.01 for at, _ in second)  # the pace (a timer may fire a little early)
+    assert max(answered for (status, _, _), answered in answers if status == 503) < second[0][0]
+    for (_, headers, body), _ in answers[6:]:
+        assert json.loads(body)["code"] == "service_unavailable"
+        assert 5 + 1 <= int(headers[b"retry-after"]) <= 30 + 1  # beyond the batches due ahead (0.1 s of them)
+
+
+def test_a_connect_cancelled_while_its_batch_opens_lets_go_of_the_stream_opened_for_it(user, device):
+    """The server stops (cancels the connect) while its batch is on the request thread: the stream opened for it
+    meanwhile is closed, not left subscribed to its machine's wake-ups."""
+    [channel_stream] = fast_streams()
+    opening, release, opened = threading.Event(), threading.Event(), threading.Event()
+
+    def held_open(caller, **kwargs):
+        opening.set()
+        release.wait(10)
+        stream = channel_stream.open(caller, **kwargs)
+        opened.set()
+        return stream
+
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=held_open)])
+    waiters = get_listener().waiter_count()
+    scope = http_scope(channel(device.pk), bearer(make_token(user, device=device)))
+
+    async def scenario():
+        connecting = asyncio.ensure_future(serve(router, scope))
+        await asyncio.to_thread(opening.wait, 5)
+        connecting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await connecting
+        release.set()
+        await asyncio.to_thread(opened.wait, 5)  # opened on the thread (subscribed)…
+        while get_listener().waiter_count() != waiters:  # …then let go of here
+            await asyncio.sleep(0.001)
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert Device.objects.get(pk=device.pk).channel_id is not None and router.app.paths == []
+
+
+def test_a_connect_whose_open_fails_gets_the_error_and_the_others_of_its_batch_are_served(
+    settings, user, device, other_device
+):
+    """An error opening one connect of a batch is raised to that connect alone (as it would be without batches);
+    the others of its batch are opened and served."""
+    settings.ACP_CHANNEL_CONNECT_BATCH = 2
+    second = Device.objects.create(user=user, name="second")
+    [channel_stream] = fast_streams()
+
+    def failing_for_the_first(caller, *, machine_id, **kwargs):
+        if machine_id == device.pk:
+            raise RuntimeError("the open failed")
+        return channel_stream.open(caller, machine_id=machine_id, **kwargs)
+
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=failing_for_the_first)])
+    scopes = [http_scope(channel(m.pk), bearer(make_token(user, device=m))) for m in (device, second)]
+
+    async def together():
+        return await asyncio.gather(*(serve(router, scope) for scope in scopes), return_exceptions=True)
+
+    failed, served = asyncio.run(asyncio.wait_for(together(), 10))
+    assert isinstance(failed, RuntimeError) and served[0] == 200
+    assert Device.objects.get(pk=second.pk).channel_id is not None
+    assert Device.objects.get(pk=device.pk).channel_id is None
