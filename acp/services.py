@@ -99,27 +99,39 @@ def token_touch(*, token: ApiToken, now=None) -> None:
 
 def token_use_statement(*, token: ApiToken, now) -> tuple[str, list] | None:
     """The UPDATE that records `token`'s use at `now` and its parameters, if one is due (`token_touch`); the token
-    reads as used from then on. None: none is due.
+    reads as used from then on. None: none is due."""
+    return tokens_use_statement(tokens=[token], now=now)
 
-    For a caller that sends it with a statement of its own (a channel's open), saving a round trip to the database:
-    a reconnect storm touches every daemon's token (bench/channel.py). Written out for the same reason."""
+
+def tokens_use_statement(*, tokens, now) -> tuple[str, list] | None:
+    """`token_use_statement` for those of `tokens` due one, in one UPDATE (None: none is due).
+
+    For a caller that sends it with a statement of its own (a channel's open, a batch of them), saving a round trip
+    to the database: a reconnect storm touches every daemon's token (bench/channel.py). Written out for the same
+    reason."""
     from django.conf import settings
 
     interval = timedelta(seconds=settings.ACP_TOKEN_TOUCH_INTERVAL)
-    if token.last_used_at is not None and now - token.last_used_at < interval:
+    due = {token.pk: token for token in tokens if token.last_used_at is None or now - token.last_used_at >= interval}
+    if not due:
         return None
+    for token in due.values():
+        token.last_used_at = now
     db = rawsql.database()
-    params = [rawsql.db_value(db, ApiToken, "last_used_at", now), rawsql.db_value(db, ApiToken, "id", token.pk)]
-    token.last_used_at = now
-    return _token_touch_sql(db.vendor), params
+    params = [
+        rawsql.db_value(db, ApiToken, "last_used_at", now),
+        *(rawsql.db_value(db, ApiToken, "id", pk) for pk in due),
+    ]
+    return _tokens_touch_sql(db.vendor, len(due)), params
 
 
-@functools.cache
-def _token_touch_sql(vendor: str) -> str:  # one per database vendor: names are quoted by its backend
+@functools.lru_cache(maxsize=64)  # one per database vendor (names are quoted by its backend) and number of tokens
+def _tokens_touch_sql(vendor: str, count: int) -> str:
     column = rawsql.column
+    which = "= %s" if count == 1 else f"IN ({', '.join(['%s'] * count)})"
     return (
         f"UPDATE {rawsql.quote(ApiToken._meta.db_table)} SET {column(ApiToken, 'last_used_at')} = %s"
-        f" WHERE {column(ApiToken, 'id')} = %s"
+        f" WHERE {column(ApiToken, 'id')} {which}"
     )
 
 

@@ -8,9 +8,11 @@ session in the same transaction; the waiting request reads the result, or, at it
 acknowledgement and the timeout comes first wins, in any server process.
 """
 
+import collections
 import dataclasses
 import functools
 import time
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -21,7 +23,7 @@ from acp import realtime
 from acp.domain import Conflict, InvalidInput, NotFound, Outcome
 from acp.models import Device
 from acp.references import gone_references, lock_model_fields, lock_row
-from acp.services import token_use_statement
+from acp.services import tokens_use_statement
 from acp.serving import rawsql
 from commands.choices import EventType, SessionStatus
 from commands.models import Thread
@@ -258,6 +260,18 @@ def launches_expire(*, now=None, dry_run: bool = False) -> int:
 # --- machine channels: one per machine (Device.channel_id); opening one replaces the last -------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class ChannelOpen:
+    """A connect's ask (`machine_channels_open`): make `channel_id` the channel of `user_id`'s machine `machine_id`,
+    for `token` (the caller's, or None), the connect having arrived at `arrived` (`time.monotonic()`, or None)."""
+
+    user_id: object
+    machine_id: object
+    channel_id: uuid.UUID
+    token: object = None
+    arrived: float | None = None
+
+
 def machine_channel_open(*, user_id, machine_id, channel_id, token=None, arrived=None, now=None) -> ChannelState | None:
     """Make `channel_id` the machine's one channel if it is one of the user's, and mark it seen, in one statement
     that also says what is pending for it and records the use of `token` (the caller's) when due; the channel it
@@ -268,82 +282,159 @@ def machine_channel_open(*, user_id, machine_id, channel_id, token=None, arrived
     (two connects of one machine open at once) does not take its place and reads as replaced, so a daemon's own
     abandoned connect cannot end its live one. `arrived`: when the connect arrived (`time.monotonic()`, before its
     wait for a turn), now if not given; written, and compared, as that many seconds before the statement by the
-    database's clock, one clock for every server process (`_arrival_sql`).
+    database's clock, one clock for every server process.
 
     Written out (acp/serving/rawsql.py): building and compiling it through the ORM cost a daemon's connect more CPU
     than the statement (bench/channel.py --profile), and each round trip to the database a connect makes is a wait
     for the GIL when it comes back, which in a reconnect storm bounds how many connects a second a worker opens."""
+    ask = ChannelOpen(user_id, machine_id, channel_id, token, arrived)
+    return machine_channels_open([ask], now=now)[0]
+
+
+def machine_channels_open(asks: list[ChannelOpen], *, now=None) -> list[ChannelState | None]:
+    """`machine_channel_open` for each of `asks` (a batch of connects, acp/serving/fast_streams.py): their states, in
+    the same order. On PostgreSQL one statement opens them all and records their tokens' uses; a machine asked for
+    twice has its later ask in a statement of its own after it, so the last to arrive holds the slot as if they had
+    come apart. SQLite (one process, `bin/serve`) opens them one by one."""
     db = rawsql.database()
-    postgres = db.vendor == "postgresql"
     now = now or timezone.now()
-    seen = rawsql.db_value(db, Device, "last_seen_at", now)
-    waited = 0.0 if arrived is None else max(0.0, time.monotonic() - arrived)
-    arrival = waited if postgres else rawsql.db_value(db, Device, "channel_opened_at", now - timedelta(seconds=waited))
-    channel = rawsql.db_value(db, Device, "channel_id", channel_id)
-    returning, returning_params = "1", []
-    if postgres:
-        returning, returning_params = "pg_notify(%s, %s)", [realtime.CHANNEL, _origin_key(machine_id, channel_id)]
+    states = {}
     with db.cursor() as cursor:
-        before, before_params = _token_use_first(cursor, postgres, token, now)
-        cursor.execute(
-            _channel_open_sql(db.vendor, returning, before),
-            [
-                *before_params,
-                seen,
-                seen,
-                arrival,  # the channel id's CASE: not later than this arrival…
-                channel,  # …then this channel
-                arrival,  # the arrival's CASE: likewise
-                arrival,
-                rawsql.db_value(db, Device, "id", machine_id),
-                rawsql.db_value(db, Device, "user", user_id),
-                *returning_params,
-                channel,
-                *pending_work_params(db, now),
-            ],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    return ChannelState(
-        current=bool(row[1]), token_usable=True, launches_pending=bool(row[2]), commands_pending=bool(row[3])
+        for part in _each_machine_once(asks):
+            if db.vendor == "postgresql":
+                states.update(_open_together(cursor, db, part, now))
+            else:
+                states.update((place, _open_alone(cursor, db, ask, now)) for place, ask in part)
+    return [states.get(place) for place in range(len(asks))]
+
+
+def _each_machine_once(asks: list[ChannelOpen]) -> list[list[tuple[int, ChannelOpen]]]:
+    """`asks` with their places, in parts that name each machine at most once: a machine's second ask is in the
+    second part, and so on."""
+    parts, asked = [], collections.Counter()
+    for place, ask in enumerate(asks):
+        earlier = asked[ask.machine_id]
+        asked[ask.machine_id] += 1
+        if earlier == len(parts):
+            parts.append([])
+        parts[earlier].append((place, ask))
+    return parts
+
+
+def _open_together(cursor, db, part: list[tuple[int, ChannelOpen]], now) -> dict[int, ChannelState]:
+    """PostgreSQL: open `part` (each machine once) in one statement, which also records its tokens' uses when due and
+    wakes the channels each replaces."""
+    tokens = tokens_use_statement(tokens=[ask.token for _, ask in part if ask.token is not None], now=now)
+    before, before_params = tokens or ("", [])
+    asked = []
+    for place, ask in part:
+        asked += [
+            place,
+            rawsql.db_value(db, Device, "id", ask.machine_id),
+            rawsql.db_value(db, Device, "user", ask.user_id),
+            rawsql.db_value(db, Device, "channel_id", ask.channel_id),
+            _waited(ask.arrived),
+            _origin_key(ask.machine_id, ask.channel_id),
+        ]
+    seen = rawsql.db_value(db, Device, "last_seen_at", now)
+    params = [*before_params, *asked, seen, seen, realtime.CHANNEL, *pending_work_params(db, now)]
+    cursor.execute(_open_together_sql(len(part), before), params)
+    return {row[0]: _channel_state(row[2:]) for row in cursor.fetchall()}
+
+
+def _open_alone(cursor, db, ask: ChannelOpen, now) -> ChannelState | None:
+    """SQLite: open `ask`; its token's use, when due, recorded first (its WITH takes no UPDATE)."""
+    tokens = None if ask.token is None else tokens_use_statement(tokens=[ask.token], now=now)
+    if tokens is not None:
+        cursor.execute(*tokens)
+    seen = rawsql.db_value(db, Device, "last_seen_at", now)
+    arrival = rawsql.db_value(db, Device, "channel_opened_at", now - timedelta(seconds=_waited(ask.arrived)))
+    channel = rawsql.db_value(db, Device, "channel_id", ask.channel_id)
+    cursor.execute(
+        _open_alone_sql(db.vendor),
+        [
+            seen,
+            seen,
+            arrival,  # the channel id's CASE: not later than this arrival…
+            channel,  # …then this channel
+            arrival,  # the arrival's CASE: likewise
+            arrival,
+            rawsql.db_value(db, Device, "id", ask.machine_id),
+            rawsql.db_value(db, Device, "user", ask.user_id),
+            channel,
+            *pending_work_params(db, now),
+        ],
     )
+    row = cursor.fetchone()
+    return None if row is None else _channel_state(row)
 
 
-def _token_use_first(cursor, postgres: bool, token, now) -> tuple[str, list]:
-    """The UPDATE recording `token`'s use, when due, to run inside the open's statement, and its parameters ("" when
-    none is due). SQLite, whose WITH takes no UPDATE, runs it on its own first."""
-    statement = None if token is None else token_use_statement(token=token, now=now)
-    if statement is None:
-        return "", []
-    if not postgres:
-        cursor.execute(*statement)
-        return "", []
-    return statement
+def _waited(arrived: float | None) -> float:
+    """Seconds since a connect arrived (`time.monotonic()`; None: it arrives now)."""
+    return 0.0 if arrived is None else max(0.0, time.monotonic() - arrived)
+
+
+def _channel_state(row) -> ChannelState:
+    """From an open's returned row: whether it holds the slot, whether launches and commands are pending."""
+    current, launches_pending, commands_pending = row
+    return ChannelState(
+        current=bool(current),
+        token_usable=True,
+        launches_pending=bool(launches_pending),
+        commands_pending=bool(commands_pending),
+    )
 
 
 def _origin_key(machine_id, channel_id) -> str:
     return realtime.from_origin(realtime.machine_key(machine_id), channel_id)
 
 
-@functools.cache
-def _channel_open_sql(vendor: str, returning: str, before: str = "") -> str:
-    """One per database vendor (names are quoted by its backend); `before`, an UPDATE made in the same statement."""
+@functools.lru_cache(maxsize=64)  # one per number of machines (a batch's size at most) and token update
+def _open_together_sql(count: int, before: str) -> str:
+    """PostgreSQL: opens `count` asks, each of the six parameters `_open_together` gives, with `before` (an UPDATE)
+    made in the same statement. Returns each ask's place, its wake-up of the channel it replaces, and its state."""
+    db = rawsql.database()
     device, col = rawsql.quote(Device._meta.db_table), rawsql.column
-    opened, arrival = col(Device, "channel_opened_at"), _arrival_sql(vendor)
-    not_later = f"({opened} IS NULL OR {opened} <= {arrival})"
-    taken = ", ".join(
-        f"{col(Device, name)} = CASE WHEN {not_later} THEN {value} ELSE {col(Device, name)} END"
-        for name, value in (("channel_id", "%s"), ("channel_opened_at", arrival))
-    )
+    types = [
+        "integer",
+        Device._meta.pk.cast_db_type(db),
+        Device._meta.get_field("user").target_field.cast_db_type(db),
+        Device._meta.get_field("channel_id").cast_db_type(db),
+        "double precision",
+        "text",
+    ]
+    ask = "(" + ", ".join(f"CAST(%s AS {db_type})" for db_type in types) + ")"
+    asks = f"ask (place, machine, owner, channel, waited, notice) AS (VALUES {', '.join([ask] * count)})"
+    arrival = "(statement_timestamp() - make_interval(secs => ask.waited))"
     return (
-        (f"WITH written_first AS ({before}) " if before else "")
-        + f"UPDATE {device} SET {col(Device, 'last_seen_at')} = %s, {col(Device, 'updated_at')} = %s, {taken}"
-        f" WHERE {col(Device, 'id')} = %s AND {col(Device, 'user')} = %s"
-        f" RETURNING {returning}, {col(Device, 'channel_id')} = %s, {pending_work_sql(vendor, device)}"
+        f"WITH {f'written_first AS ({before}), ' if before else ''}{asks}"
+        f" UPDATE {device} SET {col(Device, 'last_seen_at')} = %s, {col(Device, 'updated_at')} = %s,"
+        f" {_slot_taken_sql(arrival, 'ask.channel')}"
+        f" FROM ask WHERE {device}.{col(Device, 'id')} = ask.machine AND {device}.{col(Device, 'user')} = ask.owner"
+        f" RETURNING ask.place, pg_notify(%s, ask.notice), {device}.{col(Device, 'channel_id')} = ask.channel,"
+        f" {pending_work_sql(db.vendor, device)}"
     )
 
 
-def _arrival_sql(vendor: str) -> str:
-    """When a connect arrived, its one parameter the seconds since. SQLite serves one process: its clock's time."""
-    return "(statement_timestamp() - make_interval(secs => %s))" if vendor == "postgresql" else "%s"
+@functools.cache
+def _open_alone_sql(vendor: str) -> str:
+    """SQLite (names are quoted by its backend): opens one ask; returns its state."""
+    device, col = rawsql.quote(Device._meta.db_table), rawsql.column
+    return (
+        f"UPDATE {device} SET {col(Device, 'last_seen_at')} = %s, {col(Device, 'updated_at')} = %s,"
+        f" {_slot_taken_sql('%s', '%s')}"
+        f" WHERE {col(Device, 'id')} = %s AND {col(Device, 'user')} = %s"
+        f" RETURNING {col(Device, 'channel_id')} = %s, {pending_work_sql(vendor, device)}"
+    )
+
+
+def _slot_taken_sql(arrival: str, channel: str) -> str:
+    """The SET of an open: the machine's channel becomes `channel`, which arrived at `arrival`, unless the channel
+    already there arrived later."""
+    col = rawsql.column
+    opened = col(Device, "channel_opened_at")
+    not_later = f"({opened} IS NULL OR {opened} <= {arrival})"
+    return ", ".join(
+        f"{col(Device, name)} = CASE WHEN {not_later} THEN {value} ELSE {col(Device, name)} END"
+        for name, value in (("channel_id", channel), ("channel_opened_at", arrival))
+    )

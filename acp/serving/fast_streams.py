@@ -10,7 +10,8 @@ as the DRF view, on a worker thread, then the same stream body (acp/api/sse.py).
 opener refuses (not the caller's machine), goes on to Django, which answers it as it always does (400, 401, 403,
 404, 429, …): only answers Django would give with a 200 are given here, with the headers Django would send (a
 test compares them). A request handed on after its token was counted carries that count to Django's throttle
-(`COUNTED_SCOPE_KEY`), which uses it instead of counting the request a second time.
+(`COUNTED_SCOPE_KEY`), which uses it instead of counting the request a second time. A database outage is answered
+503 with a Retry-After, as Django answers it.
 
 With ACP_SERVING=stock this path is off and Django serves every stream.
 """
@@ -36,6 +37,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from acp import composition
 from acp.api.authentication import authenticate_found_token, token_key
+from acp.api.errors import ServiceUnavailable, is_database_outage
 from acp.api.permissions import needed_scope
 from acp.api.sse import MEDIA_TYPE, STREAM_HEADERS, EventStream, OpenedStream, open_stream
 from acp.api.throttling import API, COUNTED_SCOPE_KEY, DAEMON, Counted, token_usage
@@ -53,15 +55,14 @@ class FastStream:
     `pattern` picks the paths worth resolving (the others pay nothing); a path is served only where the URL conf
     resolves it to `view` (a DRF viewset) with `action` for GET, so the URL conf stays the one place that says
     what a path is. `view` is also read for who may call it (`device_token_actions`) and its rate-limit bucket
-    (`daemon_actions`); `open(caller, arrived=…, **kwargs)` runs on a worker thread with `caller.user` and
-    `caller.auth` (the token), when the request arrived (`time.monotonic()`, before its turn) and the path's
-    converted arguments, and returns the stream, or None to let Django answer.
+    (`daemon_actions`); `open(requests)` runs on a request thread with a batch of `OpenRequest`s, authenticated and
+    within their budgets, and returns each one's stream, or None to let Django answer it.
     """
 
     pattern: re.Pattern
     view: type
     action: str
-    open: Callable[..., EventStream | None]
+    open: Callable[[list[OpenRequest]], list[EventStream | None]]
 
     def match(self, path: str) -> dict | None:
         if self.pattern.fullmatch(path) is None:
@@ -73,6 +74,16 @@ class FastStream:
         if getattr(found.func, "cls", None) is not self.view or found.func.actions.get("get") != self.action:
             return None
         return found.kwargs
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """A connect a `FastStream` opens: `caller.user` and `caller.auth` (the token), when it arrived (`time.monotonic()`,
+    before its turn) and the path's converted arguments."""
+
+    caller: SimpleNamespace
+    arrived: float | None
+    kwargs: dict
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,11 @@ class FastStreamRouter:
         except Busy as busy:
             gone.cancel()
             return await _busy(send, busy.retry_after)
+        except Exception as error:
+            gone.cancel()
+            if not is_database_outage(error):
+                raise
+            return await _database_unavailable(send)
         except BaseException:  # cancelled while in line (the server stopping)
             gone.cancel()
             raise
@@ -399,33 +415,35 @@ def _host_allowed(headers: dict, policy: _Policy) -> bool:
 
 
 def _open_all(plains: list[_Plain]) -> list:
-    """On a request thread: `_open` each of a batch of connects, their tokens looked up in one query. Each one's
-    outcome, or the exception it raised (raised to that connect alone)."""
+    """On a request thread: open a batch of connects, their tokens looked up in one query, then each stream's
+    connects in one call of its opener. Each one's outcome (`_admit`'s, or the opened stream and its rate-limit
+    headers), or the exception it raised, raised to that connect alone (to the connects of one opener's call)."""
     keys = [token_key(plain.token) for plain in plains]
     try:
         tokens = tokens_by_hash(key for key in keys if key is not None)
     except Exception as error:
         return [error] * len(plains)
-    outcomes = []
-    for plain, key in zip(plains, keys, strict=True):
+    outcomes: list = [None] * len(plains)
+    admitted: dict[FastStream, list[tuple[int, OpenRequest, _HandOn, dict]]] = {}
+    for place, (plain, key) in enumerate(zip(plains, keys, strict=True)):
         try:
-            outcomes.append(_open(plain, tokens.get(key)))
+            outcome = _admit(plain, tokens.get(key))
         except Exception as error:
-            outcomes.append(error)
-            _forget_connection_if_broken()
+            outcome = error
+        if isinstance(outcome, tuple):
+            admitted.setdefault(plain.stream, []).append((place, *outcome))
+        else:
+            outcomes[place] = outcome
+    for stream, connects in admitted.items():
+        for (place, *_), outcome in zip(connects, _opened(stream, connects), strict=True):
+            outcomes[place] = outcome
     return outcomes
 
 
-def _forget_connection_if_broken() -> None:
-    """After a connect's error, the batch's next connects get a new database connection if this one is broken."""
-    connection.close_if_unusable_or_obsolete()
-
-
-def _open(plain: _Plain, token):
+def _admit(plain: _Plain, token):
     """Authenticate (`token`: the one `plain.token` names, looked up, or None), check the scopes and the budget as
-    the DRF view's classes do, and open.
-
-    The opened stream and its rate-limit headers, or `_HandOn` for Django to answer."""
+    the DRF view's classes do: the connect's `OpenRequest`, what Django is handed if it is not opened and its
+    rate-limit headers; or `_HandOn` for Django to answer it now."""
     try:
         user, token = authenticate_found_token(token, touch=False)  # recorded by the open, if it opens
     except AuthenticationFailed:
@@ -439,11 +457,31 @@ def _open(plain: _Plain, token):
     hand_on = _HandOn(None if usage is None else Counted(token.pk, usage))
     if usage is not None and usage.exceeded:
         return hand_on  # Django answers 429
-    caller = SimpleNamespace(user=user, auth=token)
-    stream = plain.stream.open(caller, arrived=plain.arrived, **plain.kwargs)
-    if stream is None:
-        return hand_on  # Django answers 404
-    return open_stream(stream), ({} if usage is None else usage.headers(time.time()))
+    request = OpenRequest(SimpleNamespace(user=user, auth=token), plain.arrived, plain.kwargs)
+    return request, hand_on, ({} if usage is None else usage.headers(time.time()))
+
+
+def _opened(stream: FastStream, connects: list[tuple[int, OpenRequest, _HandOn, dict]]) -> list:
+    """`stream`'s connects opened in one call of its opener: each one's stream, ready to send, and headers; the
+    `_HandOn` of one not opened (Django answers 404); or the exception raised."""
+    try:
+        streams = stream.open([request for _, request, _, _ in connects])
+    except Exception as error:
+        _forget_connection_if_broken()
+        return [error] * len(connects)
+    outcomes = []
+    for (_, _, hand_on, headers), opened in zip(connects, streams, strict=True):
+        try:
+            outcomes.append(hand_on if opened is None else (open_stream(opened), headers))
+        except Exception as error:
+            outcomes.append(error)
+            _forget_connection_if_broken()
+    return outcomes
+
+
+def _forget_connection_if_broken() -> None:
+    """After an error, the batch's next connects get a new database connection if this one is broken."""
+    connection.close_if_unusable_or_obsolete()
 
 
 def _rate_limit(token, bucket: str):
@@ -466,6 +504,13 @@ async def _busy(send, retry_after: int) -> None:
     message = f"The server is opening many channels at once; retry in {retry_after} s."
     retry = ((b"retry-after", str(retry_after).encode()),)
     await refuse(send, 503, message, "service_unavailable", {"retryAfter": retry_after}, retry)
+
+
+async def _database_unavailable(send) -> None:
+    """503 `service_unavailable` with a Retry-After, as Django answers a database outage (acp/api/errors.py)."""
+    unavailable = ServiceUnavailable()
+    retry = ((b"retry-after", str(unavailable.wait).encode()),)
+    await refuse(send, 503, str(unavailable.detail), unavailable.error_code, {}, retry)
 
 
 async def _serve(opened: OpenedStream, headers, gone: asyncio.Future, send) -> None:

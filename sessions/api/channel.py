@@ -20,12 +20,13 @@ from acp.api.permissions import token_device_id
 from acp.api.sse import Batch, EventStream, Message
 from acp.presence import get_presence
 from acp.realtime import machine_key, subscribe
+from acp.serving.fast_streams import OpenRequest
 from commands.api.serializers import ControlCommandSerializer
 from commands.selectors import commands_pending_on_machine
 from sessions.api.serializers import LaunchSerializer
 from sessions.choices import ChannelEvent
 from sessions.selectors import ChannelState, launch_queue, machine_channel_state
-from sessions.services import machine_channel_open
+from sessions.services import ChannelOpen, machine_channels_open
 
 PAGE_SIZE = 100  # of each kind per fetch; a full page is followed by another fetch at once
 SENT_TRIM_AT = 1000  # ids sent on one connection before they are cut to those still pending
@@ -85,35 +86,49 @@ def channel_open(caller, *, machine_id, arrived=None) -> EventStream | None:
     """Open the machine's channel for `caller` (a request, or anything with its `user` and `auth`, the token) if it
     is one of the caller's machines (a device token's own): the stream to serve, or None (404). `arrived`: when
     the connect arrived (`time.monotonic()`), if it waited for its turn since (`machine_channel_open`)."""
-    if token_device_id(caller) not in (None, machine_id):
-        return None
-    channel_id = uuid.uuid4()
-    key = machine_key(machine_id)
-    # Subscribed before the open reads what is pending: whatever commits after that read wakes the channel.
-    subscription = subscribe(key, origin=str(channel_id))
+    [stream] = channels_open([OpenRequest(caller, arrived, {"machine_id": machine_id})])
+    return stream
+
+
+def channels_open(requests: list[OpenRequest]) -> list[EventStream | None]:
+    """`channel_open` for each of a batch of connects (acp/serving/fast_streams.py), opened by one statement
+    (`machine_channels_open`)."""
+    streams: list[EventStream | None] = [None] * len(requests)
+    asking = []  # (place, the request's ask, its subscription)
     try:
-        opened = machine_channel_open(
-            user_id=caller.user.pk,
-            machine_id=machine_id,
-            channel_id=channel_id,
-            token=caller.auth,
-            arrived=arrived,
-        )
+        for place, request in enumerate(requests):
+            machine_id = request.kwargs["machine_id"]
+            if token_device_id(request.caller) not in (None, machine_id):
+                continue
+            channel_id = uuid.uuid4()
+            # Subscribed before the open reads what is pending: whatever commits after that read wakes the channel.
+            subscription = subscribe(machine_key(machine_id), origin=str(channel_id))
+            caller = request.caller
+            ask = ChannelOpen(caller.user.pk, machine_id, channel_id, caller.auth, request.arrived)
+            asking.append((place, ask, subscription))
+        states = machine_channels_open([ask for _, ask, _ in asking])
     except BaseException:
-        subscription.close()
+        for _, _, subscription in asking:
+            subscription.close()
         raise
-    if opened is None:
-        subscription.close()
-        return None
+    for (place, ask, subscription), opened in zip(asking, states, strict=True):
+        if opened is None:
+            subscription.close()
+        else:
+            streams[place] = _stream(ask, opened, subscription)
+    return streams
+
+
+def _stream(ask: ChannelOpen, opened: ChannelState, subscription) -> EventStream:
     return EventStream(
-        key=key,
-        fetch=MachineChannel(machine_id, channel_id, caller.auth.pk, opened),
+        key=subscription.key,
+        fetch=MachineChannel(ask.machine_id, ask.channel_id, ask.token.pk, opened),
         heartbeat=settings.ACP_STREAM_HEARTBEAT,
         # Spread over the last tenth: channels opened together (a reconnect storm) must not all end together.
         max_seconds=settings.ACP_CHANNEL_MAX_SECONDS * random.uniform(0.9, 1.0),
         # No timer re-check while the listener is up (it wakes every channel when its connection comes or goes): at
         # 10,000 channels a re-check a minute each would be 170 fetches a second. Each reconnection fetches anew.
         recheck=settings.ACP_CHANNEL_MAX_SECONDS,
-        while_open=get_presence().hold(channel_id),
+        while_open=get_presence().hold(ask.channel_id),
         subscription=subscription,
     )

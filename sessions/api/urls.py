@@ -7,7 +7,7 @@ from acp.api.longpoll import long_poll_view
 from acp.api.sse import event_stream_view
 from acp.serving.fast_streams import FastStream
 from sessions.api import views
-from sessions.api.channel import channel_open
+from sessions.api.channel import channels_open
 
 router = SimpleRouter(trailing_slash=False, use_regex_path=False)
 router.register("workspaces", views.WorkspaceViewSet)
@@ -48,5 +48,5 @@ MACHINE_CHANNEL_FAST = FastStream(
     pattern=re.compile(r"/api/v1/machines/[^/]+/stream"),
     view=views.MachineChannelViewSet,
     action="stream",
-    open=channel_open,
+    open=channels_open,
 )

@@ -1,6 +1,7 @@
 """The machine channel in one process: who may open it, what one wake-up costs, presence in one statement, and the
 configuration refused at start-up. (Live behaviour, across processes: test_channel_live.py.)"""
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -14,11 +15,12 @@ from django.utils import timezone
 
 from acp.models import ApiToken, Device
 from acp.presence import ChannelPresence
+from acp.realtime import get_listener, machine_key
 from acp.services import token_hash
 from commands.services import command_enqueue, local_session_create, thread_create
 from sessions.api.channel import MachineChannel
 from sessions.selectors import ChannelState
-from sessions.services import machine_channel_open
+from sessions.services import ChannelOpen, machine_channel_open, machine_channels_open
 from tests.conftest import make_client, make_token
 from tests.sessions.conftest import make_launch
 from tests.sessions.live import REPO_ROOT
@@ -78,6 +80,71 @@ def test_a_connect_that_arrived_before_the_current_channels_does_not_take_its_pl
     assert machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=later).current
     device.refresh_from_db()
     assert device.channel_id == later and device.channel_opened_at > arrived
+
+
+def test_a_batch_of_opens_is_one_statement_that_records_their_tokens_uses_and_wakes_the_channels_they_replace(
+    user, second_device, device, other_device, django_assert_num_queries
+):
+    """Three asks of one batch, two of them the user's machines (one with a channel to replace) and one another
+    user's: one statement opens the two, records both tokens' uses, and wakes the replaced channel; the third is
+    None and changes nothing."""
+    tokens = [ApiToken.objects.get(key_hash=token_hash(make_token(user, device=m))) for m in (device, second_device)]
+    old_channel = uuid.uuid4()
+    machine_channel_open(user_id=user.pk, machine_id=device.pk, channel_id=old_channel)
+    asks = [
+        ChannelOpen(user.pk, device.pk, uuid.uuid4(), tokens[0]),
+        ChannelOpen(user.pk, other_device.pk, uuid.uuid4()),
+        ChannelOpen(user.pk, second_device.pk, uuid.uuid4(), tokens[1]),
+    ]
+    with django_assert_num_queries(1):
+        states = machine_channels_open(asks)
+    opened = ChannelState(current=True, token_usable=True, launches_pending=False, commands_pending=False)
+    assert states == [opened, None, opened]
+    assert [Device.objects.get(pk=ask.machine_id).channel_id for ask in asks] == [
+        asks[0].channel_id,
+        None,
+        asks[2].channel_id,
+    ]
+    assert all(ApiToken.objects.get(pk=token.pk).last_used_at is not None for token in tokens)
+    replaced = MachineChannel(device.pk, old_channel, tokens[0].pk)()
+    assert replaced.last and [m.event for m in replaced.messages] == ["replaced"]
+
+
+@pytest.mark.django_db(transaction=True)  # the wake-ups go out on commit
+def test_a_batch_of_opens_wakes_each_machines_other_channels_and_not_their_own(user, device, second_device):
+    channels = {machine.pk: uuid.uuid4() for machine in (device, second_device)}
+    listener = get_listener()
+    others = [listener.subscribe(machine_key(machine_id)) for machine_id in channels]  # e.g. the channels replaced
+    own = [listener.subscribe(machine_key(machine_id), origin=str(channel)) for machine_id, channel in channels.items()]
+    try:
+        opened = machine_channels_open(
+            [ChannelOpen(user.pk, machine, channel) for machine, channel in channels.items()]
+        )
+        assert [state.current for state in opened] == [True, True]
+
+        async def woken(subscription, timeout) -> bool:
+            return await subscription.wait(timeout)
+
+        assert [asyncio.run(woken(subscription, 5)) for subscription in others] == [True, True]
+        assert [asyncio.run(woken(subscription, 0.2)) for subscription in own] == [False, False]
+    finally:
+        for subscription in others + own:
+            subscription.close()
+
+
+def test_a_machine_asked_for_twice_in_one_batch_is_held_by_the_ask_that_arrived_last(
+    user, device, django_assert_num_queries
+):
+    """In either order in the batch: the later ask goes in a second statement, and holds the slot only if it
+    arrived last (as two connects opened one after the other)."""
+    for earlier_first in (True, False):
+        earlier = ChannelOpen(user.pk, device.pk, uuid.uuid4(), arrived=time.monotonic() - 60)
+        later = ChannelOpen(user.pk, device.pk, uuid.uuid4(), arrived=time.monotonic())
+        asks = [earlier, later] if earlier_first else [later, earlier]
+        with django_assert_num_queries(2):
+            states = dict(zip(asks, machine_channels_open(asks), strict=True))
+        assert states[later].current and states[earlier].current == earlier_first  # held it until the later came
+        assert Device.objects.get(pk=device.pk).channel_id == later.channel_id
 
 
 def test_opening_records_the_use_of_the_callers_token_in_the_same_statement(user, device, django_assert_num_queries):

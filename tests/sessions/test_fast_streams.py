@@ -23,6 +23,7 @@ from acp.serving import fast_streams as fast_streams_module
 from acp.serving.fast_streams import FastStreamRouter, fast_streams
 from acp.serving.handler import OptimisedASGIHandler
 from commands.services import command_enqueue, local_session_create, thread_create
+from sessions.api.channel import channel_open, channels_open
 from tests.conftest import make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the opener runs on a worker thread, on its own connection
@@ -86,6 +87,11 @@ async def serve(router, scope, until=b": connected\n\n"):
 @pytest.fixture
 def router():
     return FastStreamRouter(Django(), fast_streams())
+
+
+def one_by_one(open_one):
+    """A `FastStream` opener that opens a batch's connects one by one, with `open_one(caller, arrived=…, **kwargs)`."""
+    return lambda requests: [open_one(r.caller, arrived=r.arrived, **r.kwargs) for r in requests]
 
 
 def channel(machine_id):
@@ -203,7 +209,7 @@ def test_connects_take_turns_and_one_that_waited_too_long_is_told_to_come_back(s
         opening.release()
         release.wait(10)
 
-    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=held_open)])
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=one_by_one(held_open))])
     scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user)))
 
     async def three_connects():
@@ -234,12 +240,12 @@ def test_of_two_connects_of_one_machine_the_last_to_arrive_holds_the_slot_though
         if caller.auth.key_hash == token_hash(abandoned):
             live_opened.wait(5)
             arrived -= 1.0  # it arrived a second before the live one (arrivals a millisecond apart are a tie)
-        stream = channel_stream.open(caller, arrived=arrived, **kwargs)
+        stream = channel_open(caller, arrived=arrived, **kwargs)
         if caller.auth.key_hash == token_hash(live):
             live_opened.set()
         return stream
 
-    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=open_in_reverse)])
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=one_by_one(open_in_reverse))])
 
     def scope(raw):
         return http_scope(channel(device.pk), (b"accept", SSE), bearer(raw))
@@ -270,7 +276,7 @@ def test_connects_are_paced_in_arrival_order_and_one_whose_slot_is_too_far_ahead
     def timed_open(caller, **kwargs):  # then hands the request to Django
         opened_at.append(time.monotonic())
 
-    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=timed_open)])
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=one_by_one(timed_open))])
     scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user)))
 
     async def nine_connects():
@@ -309,7 +315,7 @@ def test_a_connect_whose_daemon_went_away_while_it_waited_its_turn_is_not_opened
         holding.set()
         release.wait(10)
 
-    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=held_open)])
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=one_by_one(held_open))])
     first_token, second_token = make_token(user, device=device), make_token(user, device=device)
 
     async def scenario():
@@ -378,7 +384,8 @@ def test_connects_arriving_together_are_opened_together_on_one_thread_after_one_
     settings, monkeypatch, user, device
 ):
     """Five connects in one batch: the four usable ones each get their own machine's channel and its pending command;
-    the unknown token goes on to Django. One request thread opened them all, after one lookup of their tokens."""
+    the unknown token goes on to Django. One request thread opened them all, after one lookup of their tokens, in
+    one call of the channel's opener."""
     settings.ACP_CHANNEL_CONNECT_BATCH = 5
     machines = [device, *(Device.objects.create(user=user, name=f"machine {n}") for n in range(3))]
     commands = {}
@@ -386,11 +393,12 @@ def test_connects_arriving_together_are_opened_together_on_one_thread_after_one_
         session = local_session_create(user=user, thread=thread_create(user=user), device=machine, status="running")
         commands[machine.pk] = command_enqueue(session=session, command_type="pause")
     [channel_stream] = fast_streams()
-    threads, lookups = set(), []
+    threads, lookups, opened = set(), [], []
 
-    def open_noting_the_thread(caller, **kwargs):
+    def open_noting_the_thread(requests):
         threads.add(threading.get_ident())
-        return channel_stream.open(caller, **kwargs)
+        opened.append(len(requests))
+        return channels_open(requests)
 
     def counted_lookup(keys, lookup=fast_streams_module.tokens_by_hash):
         keys = list(keys)
@@ -413,10 +421,10 @@ def test_connects_arriving_together_are_opened_together_on_one_thread_after_one_
     for machine, (_, _, body) in zip(machines, answers, strict=False):
         assert f"id: command:{commands[machine.pk].pk}".encode() in body
         assert body.count(b"event: command") == 1  # its own machine's command only
-    assert len(threads) == 1 and lookups == [5]
+    assert len(threads) == 1 and lookups == [5] and opened == [4]
     assert router.app.paths == [channel(device.pk)]
-    opened = Device.objects.filter(pk__in=[m.pk for m in machines]).values_list("channel_id", flat=True)
-    assert None not in opened
+    channel_ids = Device.objects.filter(pk__in=[m.pk for m in machines]).values_list("channel_id", flat=True)
+    assert None not in channel_ids
 
 
 def test_batches_are_paced_and_one_that_would_be_due_too_far_ahead_is_refused_at_once(settings, user, device):
@@ -431,7 +439,7 @@ def test_batches_are_paced_and_one_that_would_be_due_too_far_ahead_is_refused_at
     def timed_open(caller, **kwargs):  # then hands the request to Django
         opened.append((time.monotonic(), threading.get_ident()))
 
-    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=timed_open)])
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=one_by_one(timed_open))])
     scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user)))
 
     async def nine_connects():
@@ -463,11 +471,11 @@ def test_a_connect_cancelled_while_its_batch_opens_lets_go_of_the_stream_opened_
     def held_open(caller, **kwargs):
         opening.set()
         release.wait(10)
-        stream = channel_stream.open(caller, **kwargs)
+        stream = channel_open(caller, **kwargs)
         opened.set()
         return stream
 
-    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=held_open)])
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=one_by_one(held_open))])
     waiters = get_listener().waiter_count()
     scope = http_scope(channel(device.pk), bearer(make_token(user, device=device)))
 
@@ -486,27 +494,53 @@ def test_a_connect_cancelled_while_its_batch_opens_lets_go_of_the_stream_opened_
     assert Device.objects.get(pk=device.pk).channel_id is not None and router.app.paths == []
 
 
-def test_a_connect_whose_open_fails_gets_the_error_and_the_others_of_its_batch_are_served(
-    settings, user, device, other_device
+def test_an_error_opening_one_connects_stream_is_raised_to_it_alone_and_the_others_of_its_batch_are_served(
+    settings, user, device
 ):
-    """An error opening one connect of a batch is raised to that connect alone (as it would be without batches);
-    the others of its batch are opened and served."""
+    """The channels of a batch are opened together; an error reading what is pending for one of them (its first
+    fetch) is raised to that connect alone, as it would be without batches, and the others are served."""
     settings.ACP_CHANNEL_CONNECT_BATCH = 2
     second = Device.objects.create(user=user, name="second")
     [channel_stream] = fast_streams()
 
-    def failing_for_the_first(caller, *, machine_id, **kwargs):
-        if machine_id == device.pk:
-            raise RuntimeError("the open failed")
-        return channel_stream.open(caller, machine_id=machine_id, **kwargs)
+    def failing_fetch():
+        raise RuntimeError("the fetch failed")
 
-    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=failing_for_the_first)])
+    def opened_with_a_failing_fetch_for_the_first(requests):
+        streams = channels_open(requests)
+        return [
+            dataclasses.replace(stream, fetch=failing_fetch) if request.kwargs["machine_id"] == device.pk else stream
+            for request, stream in zip(requests, streams, strict=True)
+        ]
+
+    router = FastStreamRouter(
+        Django(), [dataclasses.replace(channel_stream, open=opened_with_a_failing_fetch_for_the_first)]
+    )
     scopes = [http_scope(channel(m.pk), bearer(make_token(user, device=m))) for m in (device, second)]
+    waiters = get_listener().waiter_count()
 
     async def together():
         return await asyncio.gather(*(serve(router, scope) for scope in scopes), return_exceptions=True)
 
     failed, served = asyncio.run(asyncio.wait_for(together(), 10))
     assert isinstance(failed, RuntimeError) and served[0] == 200
-    assert Device.objects.get(pk=second.pk).channel_id is not None
-    assert Device.objects.get(pk=device.pk).channel_id is None
+    assert get_listener().waiter_count() == waiters  # the failed one's subscription let go of too
+
+
+def test_an_error_of_the_opener_is_raised_to_every_connect_of_its_call(settings, user, device):
+    settings.ACP_CHANNEL_CONNECT_BATCH = 2
+    second = Device.objects.create(user=user, name="second")
+    [channel_stream] = fast_streams()
+
+    def failing_opener(requests):
+        raise RuntimeError("the open failed")
+
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=failing_opener)])
+    scopes = [http_scope(channel(m.pk), bearer(make_token(user, device=m))) for m in (device, second)]
+
+    async def together():
+        return await asyncio.gather(*(serve(router, scope) for scope in scopes), return_exceptions=True)
+
+    answers = asyncio.run(asyncio.wait_for(together(), 10))
+    assert all(isinstance(answer, RuntimeError) for answer in answers)
+    assert list(Device.objects.filter(pk__in=[device.pk, second.pk]).values_list("channel_id", flat=True)) == [None] * 2

@@ -139,6 +139,9 @@ def test_with_postgresql_stopped_every_request_is_a_quick_503_and_the_next_after
         "list": lambda: client.get("/v1/projects"),
         "create": lambda: client.post("/v1/projects", json={"name": "during the outage"}),
         "long-poll": lambda: client.get("/api/v1/machines/00000000-0000-0000-0000-000000000000/launches?wait=5"),
+        "channel": lambda: client.get(  # served by the batched way in (acp/serving/fast_streams.py)
+            "/api/v1/machines/00000000-0000-0000-0000-000000000000/stream", headers={"Accept": "text/event-stream"}
+        ),
     }
     assert client.get("/v1/projects").status_code == 200
 
