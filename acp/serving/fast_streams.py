@@ -219,12 +219,13 @@ class _Batch:
 
 
 class ConnectAdmission:
-    """When the connects of one process are opened: in batches of at most `batch` connects in arrival order, one batch
-    due every `batch / per_second` seconds at most (a pace of `per_second` connects; 0: no pace), at most `at_once`
-    batches being opened at the same time. A connect that finds no batch filling starts one, due at once if the pace
-    allows it. A batch is opened by `open_all` (the batch's requests → their outcomes, each a value or the exception
-    it raised) on one request thread: one hop to the thread, one token lookup and one database connection for all
-    its connects, instead of one of each per connect.
+    """When the connects of one process are opened: in batches of at most `batch` connects in arrival order, at a pace
+    of `per_second` connects (0: no pace; a batch of n is due n / `per_second` seconds after the one before it, at
+    the earliest), at most `at_once` batches being opened at the same time. A connect that finds no batch filling
+    starts one, due at once if the pace allows it: a lone connect is not held back, and the batches fill when connects
+    come faster than the pace (a reconnect storm). A batch is opened by `open_all` (the batch's requests → their
+    outcomes, each a value or the exception it raised) on one request thread: one hop to the thread, one token lookup
+    and one database connection for all its connects, instead of one of each per connect.
 
     The pace keeps what a reconnect storm (a deploy) takes from the API's requests to a known share of the worker,
     however busy the worker is (taking turns alone let the storm take more of an idle worker, and pass fewer
@@ -238,12 +239,12 @@ class ConnectAdmission:
 
     def __init__(self, *, at_once: int, per_second: float, queue_wait: float, batch: int, open_all: Callable):
         self.batch_size = batch
-        self.period = batch / per_second if per_second > 0 else 0.0
+        self.interval = 1 / per_second if per_second > 0 else 0.0
         self.queue_wait = queue_wait
         self._open_all = open_all
         self._turns = asyncio.Semaphore(at_once)
         self._filling: _Batch | None = None
-        self._last_due = -math.inf  # in the loop's time
+        self._last: _Batch | None = None  # the last batch due, full or already opened
         self._opening: set[asyncio.Task] = set()  # held here: the loop keeps only weak references to tasks
 
     async def open(self, request, gone: asyncio.Future):
@@ -258,12 +259,11 @@ class ConnectAdmission:
 
     def _next_batch(self, loop: asyncio.AbstractEventLoop) -> _Batch:
         now = loop.time()
-        due = max(now, self._last_due + self.period)
+        due = now if self._last is None else max(now, self._last.due + len(self._last.connects) * self.interval)
         if due - now > self.queue_wait:
             taken_ahead = due - now - self.queue_wait
             raise Busy(math.ceil(taken_ahead) + random.randint(*BUSY_RETRY_AFTER))
-        self._last_due = due
-        self._filling = batch = _Batch(due, now)
+        self._filling = self._last = batch = _Batch(due, now)
         loop.call_at(due, self._release, batch)
         return batch
 

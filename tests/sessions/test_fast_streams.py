@@ -5,6 +5,7 @@ with these live in test_channel_live.py."""
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import threading
 import time
@@ -460,6 +461,28 @@ def test_batches_are_paced_and_one_that_would_be_due_too_far_ahead_is_refused_at
     for (_, headers, body), _ in answers[6:]:
         assert json.loads(body)["code"] == "service_unavailable"
         assert 5 + 1 <= int(headers[b"retry-after"]) <= 30 + 1  # beyond the batches due ahead (0.1 s of them)
+
+
+def test_connects_slower_than_the_pace_go_alone_each_at_once_and_still_paced(settings, user, device):
+    """At 10 a second in batches of 8: connects made one after another (each once the last was answered) are not held
+    back to a whole batch's share of the pace (0.8 s apart) but go alone, a connect's share (0.1 s) apart."""
+    settings.ACP_CHANNEL_CONNECTS_PER_SECOND, settings.ACP_CHANNEL_CONNECT_BATCH = 10, 8
+    [channel_stream] = fast_streams()
+    opened = []
+
+    def timed_open(caller, **kwargs):  # then hands the request to Django
+        opened.append(time.monotonic())
+
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=one_by_one(timed_open))])
+    scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user)))
+
+    async def one_after_another():
+        for _ in range(4):
+            await serve(router, scope)
+
+    asyncio.run(asyncio.wait_for(one_after_another(), 10))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(opened)]
+    assert len(gaps) == 3 and all(0.1 - 0.01 <= gap < 0.4 for gap in gaps), gaps
 
 
 def test_a_connect_cancelled_while_its_batch_opens_lets_go_of_the_stream_opened_for_it(user, device):
