@@ -95,6 +95,19 @@ def one_by_one(open_one):
     return lambda requests: [open_one(r.caller, arrived=r.arrived, **r.kwargs) for r in requests]
 
 
+def router_noting_opens(user, device):
+    """A router whose channel opener notes when, and on which thread, it opens each connect (then hands it to
+    Django); the scope of a plain connect; the list the opens are noted in."""
+    [channel_stream] = fast_streams()
+    opened = []
+
+    def noted_open(caller, **kwargs):
+        opened.append((time.monotonic(), threading.get_ident()))
+
+    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=one_by_one(noted_open))])
+    return router, http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user))), opened
+
+
 def channel(machine_id):
     return f"/api/v1/machines/{machine_id}/stream"
 
@@ -271,14 +284,7 @@ def test_connects_are_paced_in_arrival_order_and_one_whose_slot_is_too_far_ahead
     back after the slots already taken."""
     settings.ACP_CHANNEL_CONNECTS_PER_SECOND, settings.ACP_CHANNEL_CONNECT_QUEUE_WAIT = 10, 0.5
     settings.ACP_CHANNEL_CONNECTS_AT_ONCE, settings.ACP_CHANNEL_CONNECT_BATCH = 4, 1
-    [channel_stream] = fast_streams()
-    opened_at = []
-
-    def timed_open(caller, **kwargs):  # then hands the request to Django
-        opened_at.append(time.monotonic())
-
-    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=one_by_one(timed_open))])
-    scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user)))
+    router, scope, opened = router_noting_opens(user, device)
 
     async def nine_connects():
         answered_at = {}
@@ -293,6 +299,7 @@ def test_connects_are_paced_in_arrival_order_and_one_whose_slot_is_too_far_ahead
 
     arrived = time.monotonic()
     answers, answered_at = asyncio.run(asyncio.wait_for(nine_connects(), 10))
+    opened_at = [at for at, _ in opened]
     refused = [i for i, (status, _, _) in enumerate(answers) if status == 503]
     assert [status for status, _, _ in answers] == [599] * 6 + [503] * 3  # arrival order
     slots = [arrived + 0.1 * n - 0.01 for n in range(6)]  # the pace (a timer may fire a little early)
@@ -434,14 +441,7 @@ def test_batches_are_paced_and_one_that_would_be_due_too_far_ahead_is_refused_at
     answered 503 before the second batch is opened."""
     settings.ACP_CHANNEL_CONNECTS_PER_SECOND, settings.ACP_CHANNEL_CONNECT_QUEUE_WAIT = 10, 0.5
     settings.ACP_CHANNEL_CONNECT_BATCH = 3
-    [channel_stream] = fast_streams()
-    opened = []
-
-    def timed_open(caller, **kwargs):  # then hands the request to Django
-        opened.append((time.monotonic(), threading.get_ident()))
-
-    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=one_by_one(timed_open))])
-    scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user)))
+    router, scope, opened = router_noting_opens(user, device)
 
     async def nine_connects():
         async def connect():
@@ -467,21 +467,14 @@ def test_connects_slower_than_the_pace_go_alone_each_at_once_and_still_paced(set
     """At 10 a second in batches of 8: connects made one after another (each once the last was answered) are not held
     back to a whole batch's share of the pace (0.8 s apart) but go alone, a connect's share (0.1 s) apart."""
     settings.ACP_CHANNEL_CONNECTS_PER_SECOND, settings.ACP_CHANNEL_CONNECT_BATCH = 10, 8
-    [channel_stream] = fast_streams()
-    opened = []
-
-    def timed_open(caller, **kwargs):  # then hands the request to Django
-        opened.append(time.monotonic())
-
-    router = FastStreamRouter(Django(), [dataclasses.replace(channel_stream, open=one_by_one(timed_open))])
-    scope = http_scope(channel(device.pk), (b"accept", SSE), bearer(make_token(user)))
+    router, scope, opened = router_noting_opens(user, device)
 
     async def one_after_another():
         for _ in range(4):
             await serve(router, scope)
 
     asyncio.run(asyncio.wait_for(one_after_another(), 10))
-    gaps = [later - earlier for earlier, later in itertools.pairwise(opened)]
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(opened)]
     assert len(gaps) == 3 and all(0.1 - 0.01 <= gap < 0.4 for gap in gaps), gaps
 
 
