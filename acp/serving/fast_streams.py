@@ -81,7 +81,7 @@ class OpenRequest:
     """A connect a `FastStream` opens: `caller.user` and `caller.auth` (the token), when it arrived (`time.monotonic()`,
     before its turn) and the path's converted arguments."""
 
-    caller: SimpleNamespace
+    caller: object  # a request, or a stand-in with its `user` and `auth`
     arrived: float | None
     kwargs: dict
 
@@ -467,7 +467,6 @@ def _opened(stream: FastStream, connects: list[tuple[int, OpenRequest, _HandOn, 
     try:
         streams = stream.open([request for _, request, _, _ in connects])
     except Exception as error:
-        _forget_connection_if_broken()
         return [error] * len(connects)
     outcomes = []
     for (_, _, hand_on, headers), opened in zip(connects, streams, strict=True):
@@ -480,7 +479,8 @@ def _opened(stream: FastStream, connects: list[tuple[int, OpenRequest, _HandOn, 
 
 
 def _forget_connection_if_broken() -> None:
-    """After an error, the batch's next connects get a new database connection if this one is broken."""
+    """After one connect's error, the batch's next connects get a new database connection if this one is broken
+    (the hop closes it in any case once the batch is done: `run_released`)."""
     connection.close_if_unusable_or_obsolete()
 
 
