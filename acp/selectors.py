@@ -51,12 +51,11 @@ def _tokens_sql(vendor: str, count: int) -> str:
     token, user, device = (rawsql.quote(model._meta.db_table) for model in _TOKEN_ROW)
     selected = ", ".join(rawsql.columns(model, rawsql.quote(model._meta.db_table)) for model in _TOKEN_ROW)
     key_hash = f"{token}.{rawsql.column(ApiToken, 'key_hash')}"
-    wanted = "= %s" if count == 1 else f"IN ({', '.join(['%s'] * count)})"
     return (
         f"SELECT {selected} FROM {token}"
         f" JOIN {user} ON {user}.{rawsql.column(User, 'id')} = {token}.{rawsql.column(ApiToken, 'user')}"
         f" LEFT JOIN {device} ON {device}.{rawsql.column(Device, 'id')} = {token}.{rawsql.column(ApiToken, 'device')}"
-        f" WHERE {key_hash} {wanted}"
+        f" WHERE {key_hash} {rawsql.equal_to_one_of(count)}"
     )
 
 

@@ -91,20 +91,15 @@ def _wake_channels(token: ApiToken) -> None:
 
 def token_touch(*, token: ApiToken, now=None) -> None:
     """Record use, at most once per ACP_TOKEN_TOUCH_INTERVAL so reads stay free of writes."""
-    statement = token_use_statement(token=token, now=now or timezone.now())
+    statement = tokens_use_statement(tokens=[token], now=now or timezone.now())
     if statement is not None:
         with rawsql.database().cursor() as cursor:
             cursor.execute(*statement)
 
 
-def token_use_statement(*, token: ApiToken, now) -> tuple[str, list] | None:
-    """The UPDATE that records `token`'s use at `now` and its parameters, if one is due (`token_touch`); the token
-    reads as used from then on. None: none is due."""
-    return tokens_use_statement(tokens=[token], now=now)
-
-
 def tokens_use_statement(*, tokens, now) -> tuple[str, list] | None:
-    """`token_use_statement` for those of `tokens` due one, in one UPDATE (None: none is due).
+    """The UPDATE that records the use at `now` of those of `tokens` due one (`token_touch`), and its parameters;
+    they read as used from then on. None: none is due.
 
     For a caller that sends it with a statement of its own (a channel's open, a batch of them), saving a round trip
     to the database: a reconnect storm touches every daemon's token (bench/channel.py). Written out for the same
@@ -128,10 +123,9 @@ def tokens_use_statement(*, tokens, now) -> tuple[str, list] | None:
 @functools.lru_cache(maxsize=64)  # one per database vendor (names are quoted by its backend) and number of tokens
 def _tokens_touch_sql(vendor: str, count: int) -> str:
     column = rawsql.column
-    which = "= %s" if count == 1 else f"IN ({', '.join(['%s'] * count)})"
     return (
         f"UPDATE {rawsql.quote(ApiToken._meta.db_table)} SET {column(ApiToken, 'last_used_at')} = %s"
-        f" WHERE {column(ApiToken, 'id')} {which}"
+        f" WHERE {column(ApiToken, 'id')} {rawsql.equal_to_one_of(count)}"
     )
 
 

@@ -31,7 +31,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 
 def authenticate_raw_token(raw: str, *, touch: bool = True):
     """Return (user, token) for a usable token, else raise AuthenticationFailed. With `touch=False` its use is not
-    recorded here: the caller records it (`token_use_statement`)."""
+    recorded here: the caller records it (`tokens_use_statement`)."""
     key = token_key(raw)
     return authenticate_found_token(None if key is None else token_by_hash(key), touch=touch)
 

@@ -73,6 +73,12 @@ def fetch_one(db, models: tuple[type[Model], ...], sql: str, params: list) -> li
     return None if row is None else instances(db, models, row)
 
 
+def equal_to_one_of(count: int) -> str:
+    """The comparison with `count` parameters: `= %s` for one (the statement a single value has always had), else an
+    `IN` list."""
+    return "= %s" if count == 1 else f"IN ({', '.join(['%s'] * count)})"
+
+
 def fetch_all(db, models: tuple[type[Model], ...], sql: str, params: list) -> list[list[Model | None]]:
     """Run `sql` (selecting the `columns` of `models` side by side) and read every row as `instances`."""
     with db.cursor() as cursor:
