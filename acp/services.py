@@ -122,11 +122,15 @@ def tokens_use_statement(*, tokens, now) -> tuple[str, list] | None:
 
 @functools.lru_cache(maxsize=64)  # one per database vendor (names are quoted by its backend) and number of tokens
 def _tokens_touch_sql(vendor: str, count: int) -> str:
-    column = rawsql.column
-    return (
-        f"UPDATE {rawsql.quote(ApiToken._meta.db_table)} SET {column(ApiToken, 'last_used_at')} = %s"
-        f" WHERE {column(ApiToken, 'id')} {rawsql.equal_to_one_of(count)}"
-    )
+    """On PostgreSQL several tokens are locked in key order first (a batch of channel opens touches the tokens
+    of several daemons, and a user's token may be in two batches at once)."""
+    table, column = rawsql.quote(ApiToken._meta.db_table), rawsql.column
+    key = f"{column(ApiToken, 'id')} {rawsql.equal_to_one_of(count)}"
+    if vendor == "postgresql" and count > 1:
+        locked = rawsql.locked_in_key_order(ApiToken, key)
+        key = f"{table}.{column(ApiToken, 'id')} = locked.pk"
+        return f"UPDATE {table} SET {column(ApiToken, 'last_used_at')} = %s FROM {locked} AS locked WHERE {key}"
+    return f"UPDATE {table} SET {column(ApiToken, 'last_used_at')} = %s WHERE {key}"
 
 
 def device_heartbeat(*, device: Device, now=None, **fields) -> Device:
@@ -166,12 +170,13 @@ def device_channels_refresh(*, channel_ids, now=None) -> int:
 
 
 @functools.cache
-def _channels_refresh_sql(vendor: str) -> str:  # PostgreSQL only: the ids go as one uuid[] parameter
-    written = ", ".join(f"{rawsql.column(Device, name)} = %s" for name in ("last_seen_at", "updated_at"))
-    return (
-        f"UPDATE {rawsql.quote(Device._meta.db_table)} SET {written}"
-        f" WHERE {rawsql.column(Device, 'channel_id')} = ANY(%s::uuid[])"
-    )
+def _channels_refresh_sql(vendor: str) -> str:
+    """PostgreSQL only: the ids go as one uuid[] parameter; the rows are locked in key order first, as a batch of
+    channel opens locks them (a refresh and a batch naming the same machines would otherwise deadlock)."""
+    table, column = rawsql.quote(Device._meta.db_table), rawsql.column
+    written = ", ".join(f"{column(Device, name)} = %s" for name in ("last_seen_at", "updated_at"))
+    locked = rawsql.locked_in_key_order(Device, f"{column(Device, 'channel_id')} = ANY(%s::uuid[])")
+    return f"UPDATE {table} SET {written} FROM {locked} AS locked WHERE {table}.{column(Device, 'id')} = locked.pk"
 
 
 PRESENCE_CHUNK = 10_000  # channel ids per UPDATE on SQLite (a statement takes at most 65,535 parameters there)

@@ -406,11 +406,17 @@ def _open_together_sql(count: int, before: str) -> str:
     ask = "(" + ", ".join(f"CAST(%s AS {db_type})" for db_type in types) + ")"
     asks = f"ask (place, machine, owner, channel, waited, notice) AS (VALUES {', '.join([ask] * count)})"
     arrival = "(statement_timestamp() - make_interval(secs => ask.waited))"
+    locked, locked_join = "", ""
+    if count > 1:  # several machines: locked in key order, as the presence refresh locks them (no deadlock)
+        asked = f"({col(Device, 'id')}, {col(Device, 'user')}) IN (SELECT machine, owner FROM ask)"
+        locked = f", {rawsql.locked_in_key_order(Device, asked)} AS locked"
+        locked_join = f" AND {device}.{col(Device, 'id')} = locked.pk"
     return (
         f"WITH {f'written_first AS ({before}), ' if before else ''}{asks}"
         f" UPDATE {device} SET {col(Device, 'last_seen_at')} = %s, {col(Device, 'updated_at')} = %s,"
         f" {_slot_taken_sql(arrival, 'ask.channel')}"
-        f" FROM ask WHERE {device}.{col(Device, 'id')} = ask.machine AND {device}.{col(Device, 'user')} = ask.owner"
+        f" FROM ask{locked} WHERE {device}.{col(Device, 'id')} = ask.machine"
+        f" AND {device}.{col(Device, 'user')} = ask.owner{locked_join}"
         f" RETURNING ask.place, pg_notify(%s, ask.notice), {device}.{col(Device, 'channel_id')} = ask.channel,"
         f" {pending_work_sql(db.vendor, device)}"
     )

@@ -1,8 +1,9 @@
 """Real threads on real database connections, released together: the one helper every concurrency test uses."""
 
 import threading
+import time
 
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 
 
 def run_concurrently(calls, *, timeout: float = 60):
@@ -30,3 +31,60 @@ def run_concurrently(calls, *, timeout: float = 60):
         thread.join(timeout=timeout)
     assert not any(thread.is_alive() for thread in threads), "a call never returned"
     return results
+
+
+def started(call):
+    """Start `call` in a thread of its own (its own database connection, closed when it ends); return a function that
+    waits for it and returns its result, or raises what it raised."""
+    outcome = {}
+
+    def worker():
+        try:
+            outcome["result"] = call()
+        except Exception as exc:  # raised to the caller by the function returned
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+
+    def result(timeout: float = 30):
+        thread.join(timeout=timeout)
+        assert not thread.is_alive(), "the call never returned"
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+
+    return result
+
+
+def wait_until_a_backend_waits_for_a_lock(timeout: float = 15) -> None:
+    """Wait until some connection to the test database waits for a lock (PostgreSQL). Within a transaction too:
+    the activity it reads is read afresh each time (a transaction keeps its first read otherwise)."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.02)
+    raise AssertionError("no connection waited for a lock")
+
+
+def row_is_locked(model, pk) -> bool:
+    """Whether another transaction holds a lock on the row (asked from a connection of its own, which takes and
+    gives back the lock at once if it is free)."""
+
+    def try_to_lock():
+        try:
+            with transaction.atomic():
+                list(model.objects.select_for_update(nowait=True).filter(pk=pk).values_list("pk"))
+        except DatabaseError:
+            return True
+        return False
+
+    return started(try_to_lock)()

@@ -114,6 +114,15 @@ def lock_clause() -> str:
     return " FOR NO KEY UPDATE" if database().features.has_select_for_no_key_update else ""
 
 
+def locked_in_key_order(model: type[Model], condition: str) -> str:
+    """PostgreSQL: a subquery that locks the rows of `model` meeting `condition` (FOR NO KEY UPDATE) in primary-key
+    order and yields their keys as `pk`. A statement that updates several rows joins it (`FROM … AS locked WHERE
+    … = locked.pk`), so that any two such statements lock shared rows in the same order and cannot deadlock; left
+    to itself, an UPDATE locks its rows in whatever order its plan meets them."""
+    key = column(model, model._meta.pk.name)
+    return f"(SELECT {key} AS pk FROM {quote(model._meta.db_table)} WHERE {condition} ORDER BY {key} FOR NO KEY UPDATE)"
+
+
 def where(model: type[Model], criteria: tuple[str, ...]) -> str:
     """`criteria`'s fields each equal to a parameter, in order."""
     return " AND ".join(f"{column(model, name)} = %s" for name in criteria)

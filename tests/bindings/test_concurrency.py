@@ -6,7 +6,6 @@ there the service's transaction is the outermost one, with no savepoint around i
 
 import functools
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -15,7 +14,7 @@ from django.db import connection, transaction
 from acp.serving import optimised
 from bindings.models import SyncSession
 from tests.bindings.helpers import key_of, sessions_url
-from tests.concurrency import run_concurrently
+from tests.concurrency import run_concurrently, wait_until_a_backend_waits_for_a_lock
 from tests.conftest import make_client, make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -91,19 +90,6 @@ def test_concurrent_push_and_pull_prepares_do_not_interfere(binding, raw_token):
     assert sorted(prepared.values_list("direction", flat=True)) == ["pull", "push"]
 
 
-def _wait_until_a_backend_waits_for_a_lock(timeout=15):
-    deadline = time.monotonic() + timeout
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                return
-            time.sleep(0.02)
-    raise AssertionError("the prepare never waited on the other transaction")
-
-
 @pytest.mark.parametrize(
     ("signature", "plan", "expected_status"), [("theirs", PLAN, 200), ("ours", {"other": "plan"}, 201)]
 )
@@ -147,7 +133,7 @@ def test_a_writer_that_bypasses_the_binding_lock_meets_the_constraint_and_the_an
     ours = threading.Thread(target=preparer)
     ours.start()
     try:
-        _wait_until_a_backend_waits_for_a_lock()  # our INSERT waits on the intruder's uncommitted row
+        wait_until_a_backend_waits_for_a_lock()  # our INSERT waits on the intruder's uncommitted row
     finally:
         release.set()
         other.join(timeout=30)
@@ -207,7 +193,7 @@ def test_a_session_cancelled_while_a_prepare_supersedes_it_stays_cancelled(bindi
     ours = threading.Thread(target=preparer)
     ours.start()
     try:
-        _wait_until_a_backend_waits_for_a_lock()
+        wait_until_a_backend_waits_for_a_lock()
     finally:
         release.set()
         other.join(timeout=30)
