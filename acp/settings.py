@@ -231,7 +231,7 @@ ACP_CHANNEL_PRESENCE_INTERVAL = env_float("ACP_CHANNEL_PRESENCE_INTERVAL", 30.0)
 # At 125 a second a 60 s storm of 10,000 fits the queue (no 503; back after ~80 s) and takes a bounded share of the
 # worker (README, "What the storm costs"); a slower pace overflows the queue and the refused pay their take-in again.
 # The wait stays below the daemons' 30 s read timeout.
-ACP_CHANNEL_CONNECTS_AT_ONCE = env_int("ACP_CHANNEL_CONNECTS_AT_ONCE", 2)
+ACP_CHANNEL_CONNECTS_AT_ONCE = env_int("ACP_CHANNEL_CONNECTS_AT_ONCE", 1)
 ACP_CHANNEL_CONNECTS_PER_SECOND = env_float("ACP_CHANNEL_CONNECTS_PER_SECOND", 125.0)
 ACP_CHANNEL_CONNECT_QUEUE_WAIT = env_float("ACP_CHANNEL_CONNECT_QUEUE_WAIT", 25.0)
 ACP_CHANNEL_CONNECT_BATCH = env_int("ACP_CHANNEL_CONNECT_BATCH", 8)  # connects opened together, in one thread hop
