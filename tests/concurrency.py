@@ -1,4 +1,5 @@
-"""Real threads on real database connections, released together: the one helper every concurrency test uses."""
+"""Real threads on real database connections: the helpers the concurrency tests share (released together, started
+one at a time, waiting for a lock wait, probing whether a row is locked)."""
 
 import threading
 import time
