@@ -124,13 +124,12 @@ def tokens_use_statement(*, tokens, now) -> tuple[str, list] | None:
 def _tokens_touch_sql(vendor: str, count: int) -> str:
     """On PostgreSQL several tokens are locked in key order first (a batch of channel opens touches the tokens
     of several daemons, and a user's token may be in two batches at once)."""
-    table, column = rawsql.quote(ApiToken._meta.db_table), rawsql.column
-    key = f"{column(ApiToken, 'id')} {rawsql.equal_to_one_of(count)}"
+    update = f"UPDATE {rawsql.quote(ApiToken._meta.db_table)} SET {rawsql.column(ApiToken, 'last_used_at')} = %s"
+    wanted = f"{rawsql.column(ApiToken, 'id')} {rawsql.equal_to_one_of(count)}"
     if vendor == "postgresql" and count > 1:
-        locked = rawsql.locked_in_key_order(ApiToken, key)
-        key = f"{table}.{column(ApiToken, 'id')} = locked.pk"
-        return f"UPDATE {table} SET {column(ApiToken, 'last_used_at')} = %s FROM {locked} AS locked WHERE {key}"
-    return f"UPDATE {table} SET {column(ApiToken, 'last_used_at')} = %s WHERE {key}"
+        locked, joined = rawsql.locked_in_key_order(ApiToken, wanted)
+        return f"{update} FROM {locked} WHERE {joined}"
+    return f"{update} WHERE {wanted}"
 
 
 def device_heartbeat(*, device: Device, now=None, **fields) -> Device:
@@ -173,10 +172,10 @@ def device_channels_refresh(*, channel_ids, now=None) -> int:
 def _channels_refresh_sql(vendor: str) -> str:
     """PostgreSQL only: the ids go as one uuid[] parameter; the rows are locked in key order first, as a batch of
     channel opens locks them (a refresh and a batch naming the same machines would otherwise deadlock)."""
-    table, column = rawsql.quote(Device._meta.db_table), rawsql.column
+    column = rawsql.column
     written = ", ".join(f"{column(Device, name)} = %s" for name in ("last_seen_at", "updated_at"))
-    locked = rawsql.locked_in_key_order(Device, f"{column(Device, 'channel_id')} = ANY(%s::uuid[])")
-    return f"UPDATE {table} SET {written} FROM {locked} AS locked WHERE {table}.{column(Device, 'id')} = locked.pk"
+    locked, joined = rawsql.locked_in_key_order(Device, f"{column(Device, 'channel_id')} = ANY(%s::uuid[])")
+    return f"UPDATE {rawsql.quote(Device._meta.db_table)} SET {written} FROM {locked} WHERE {joined}"
 
 
 PRESENCE_CHUNK = 10_000  # channel ids per UPDATE on SQLite (a statement takes at most 65,535 parameters there)

@@ -409,8 +409,8 @@ def _open_together_sql(count: int, before: str) -> str:
     locked, locked_join = "", ""
     if count > 1:  # several machines: locked in key order, as the presence refresh locks them (no deadlock)
         asked = f"({col(Device, 'id')}, {col(Device, 'user')}) IN (SELECT machine, owner FROM ask)"
-        locked = f", {rawsql.locked_in_key_order(Device, asked)} AS locked"
-        locked_join = f" AND {device}.{col(Device, 'id')} = locked.pk"
+        locked, joined = rawsql.locked_in_key_order(Device, asked)
+        locked, locked_join = f", {locked}", f" AND {joined}"
     return (
         f"WITH {f'written_first AS ({before}), ' if before else ''}{asks}"
         f" UPDATE {device} SET {col(Device, 'last_seen_at')} = %s, {col(Device, 'updated_at')} = %s,"

@@ -114,13 +114,14 @@ def lock_clause() -> str:
     return " FOR NO KEY UPDATE" if database().features.has_select_for_no_key_update else ""
 
 
-def locked_in_key_order(model: type[Model], condition: str) -> str:
-    """PostgreSQL: a subquery that locks the rows of `model` meeting `condition` (FOR NO KEY UPDATE) in primary-key
-    order and yields their keys as `pk`. A statement that updates several rows joins it (`FROM … AS locked WHERE
-    … = locked.pk`), so that any two such statements lock shared rows in the same order and cannot deadlock; left
-    to itself, an UPDATE locks its rows in whatever order its plan meets them."""
-    key = column(model, model._meta.pk.name)
-    return f"(SELECT {key} AS pk FROM {quote(model._meta.db_table)} WHERE {condition} ORDER BY {key} FOR NO KEY UPDATE)"
+def locked_in_key_order(model: type[Model], condition: str) -> tuple[str, str]:
+    """PostgreSQL: what a statement that updates several rows of `model` joins so that it locks them in primary-key
+    order first: the `FROM` item (a subquery locking the rows meeting `condition`, FOR NO KEY UPDATE, in key order,
+    as `locked`) and the condition joining it to the table. Any two such statements then lock shared rows in the
+    same order and cannot deadlock; left to itself, an UPDATE locks its rows in whatever order its plan meets them."""
+    table, key = quote(model._meta.db_table), column(model, model._meta.pk.name)
+    locked = f"(SELECT {key} AS pk FROM {table} WHERE {condition} ORDER BY {key} FOR NO KEY UPDATE) AS locked"
+    return locked, f"{table}.{key} = locked.pk"
 
 
 def where(model: type[Model], criteria: tuple[str, ...]) -> str:
