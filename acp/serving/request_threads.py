@@ -24,6 +24,7 @@ import collections
 import contextlib
 import contextvars
 import functools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -40,12 +41,16 @@ T = TypeVar("T")
 
 class RequestThreadPool:
     """`size` one-thread executors, lent in arrival order to requests and to background work (a stream's fetch, a
-    channel's open, a long-poll's check, the presence refresh). Used from the event loop's thread only.
+    channel's open, a long-poll's check, the presence refresh).
 
     Background work holds at most half of them at once and goes first within that share: a burst of it (10,000
     channels woken together when the listener reconnects) leaves requests the other half, and a channel's connect
     does not queue behind every request in flight (32 prepares held the connects of a reconnect storm to 10 a
     second, bench/channel.py), which the default executor's own threads had given them before.
+
+    A server process has one event loop, but tests have several (the test client's, a fake daemon's own client's),
+    each in its own thread and all sharing the process's pool: its books are kept under a lock, and a waiter of
+    another loop is handed its executor through that loop (a future is resolved on its own loop's thread only).
     """
 
     def __init__(self, size: int):
@@ -60,10 +65,12 @@ class RequestThreadPool:
             False: collections.deque(),
             True: collections.deque(),
         }
+        self._lock = threading.Lock()
 
     async def lend(self, *, background: bool = False) -> ThreadPoolExecutor:
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters[background].append(waiter)
+        with self._lock:
+            self._waiters[background].append(waiter)
         self._hand_out()
         try:
             return await waiter
@@ -76,18 +83,36 @@ class RequestThreadPool:
         if executor not in self._executors:
             executor.shutdown(wait=False)  # one asgiref started on its own (see `released_request_thread`)
             return
-        if background:
-            self._background_lent -= 1
-        self._idle.append(executor)
+        with self._lock:
+            if background:
+                self._background_lent -= 1
+            self._idle.append(executor)
         self._hand_out()
 
     def _hand_out(self) -> None:
         """Give idle executors to the waiters in arrival order, background work first while within its share."""
-        while self._idle and (turn := self._next_waiter()) is not None:
-            background, waiter = turn
-            if background:
-                self._background_lent += 1
-            waiter.set_result(self._idle.popleft())
+        with self._lock:
+            handed = []
+            while self._idle and (turn := self._next_waiter()) is not None:
+                background, waiter = turn
+                if background:
+                    self._background_lent += 1
+                handed.append((waiter, self._idle.popleft(), background))
+        for waiter, executor, background in handed:
+            self._deliver(waiter, executor, background)
+
+    def _deliver(self, waiter: asyncio.Future, executor: ThreadPoolExecutor, background: bool) -> None:
+        loop = waiter.get_loop()
+        if loop is not _running_loop():
+            try:
+                loop.call_soon_threadsafe(self._deliver, waiter, executor, background)
+            except RuntimeError:  # that loop is closed
+                self.give_back(executor, background=background)
+            return
+        if waiter.done():  # cancelled since it was chosen
+            self.give_back(executor, background=background)
+        else:
+            waiter.set_result(executor)
 
     def _next_waiter(self) -> tuple[bool, asyncio.Future] | None:
         for queue in self._waiters.values():
@@ -97,6 +122,13 @@ class RequestThreadPool:
             return True, self._waiters[True].popleft()
         if self._waiters[False]:
             return False, self._waiters[False].popleft()
+        return None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
         return None
 
 

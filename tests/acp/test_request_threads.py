@@ -2,6 +2,7 @@
 it relies on."""
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -202,3 +203,76 @@ def test_run_in_background_gives_the_thread_back_when_the_function_ends_not_when
         run(scenario())
     finally:
         request_threads._pool = None
+
+
+class LoopInAThread:
+    """An event loop running in a thread of its own, as a test client's or a fake daemon's is beside the test's."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def start(self, coroutine) -> "asyncio.Future":
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def call(self, function):
+        """Run `function` on the loop's thread, and wait for it."""
+        return self.start(_call(function)).result(5)
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+async def _call(function):
+    return function()
+
+
+@pytest.fixture
+def two_loops():
+    loops = LoopInAThread(), LoopInAThread()
+    yield loops
+    for each in loops:
+        each.close()
+
+
+def test_an_executor_given_back_on_one_loop_wakes_a_request_waiting_on_another(two_loops):
+    """The waiting loop has nothing else to do: its future resolved from the other loop's thread would never be run
+    (a test client's request hung there until CI's time ran out)."""
+    first, second = two_loops
+    pool = RequestThreadPool(1)
+    only = first.start(pool.lend()).result(5)
+    waiting = second.start(pool.lend())
+    second.call(lambda: None)  # its lend() has queued
+    assert not waiting.done()
+    first.start(_call(lambda: pool.give_back(only))).result(5)
+    assert waiting.result(5) is only
+
+
+def test_a_request_cancelled_while_its_executor_crosses_loops_gives_it_back(two_loops):
+    first, second = two_loops
+    pool = RequestThreadPool(1)
+    only = first.start(pool.lend()).result(5)
+    request = second.call(lambda: second.loop.create_task(pool.lend()))
+    second.call(lambda: None)  # its lend() has queued
+    holding, let_go = threading.Event(), threading.Event()
+
+    def hold_the_loop_then_cancel():  # the executor is handed over while this loop cannot take it yet
+        holding.set()
+        let_go.wait(5)
+        request.cancel()  # cancels the future it awaits at once, before the hand-over runs
+
+    second.loop.call_soon_threadsafe(hold_the_loop_then_cancel)
+    assert holding.wait(5)
+    first.start(_call(lambda: pool.give_back(only))).result(5)
+    let_go.set()
+    assert second.start(_cancelled(request)).result(5)
+    assert first.start(pool.lend()).result(5) is only  # given back, not lost with the cancelled request
+
+
+async def _cancelled(task: asyncio.Task) -> bool:
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return task.cancelled()
