@@ -256,6 +256,9 @@ ACP_EVENT_MAX_BYTES = env_int("ACP_EVENT_MAX_BYTES", 64 * 1024)  # an event's da
 ACP_LONG_POLL_RECHECK = env_float("ACP_LONG_POLL_RECHECK", 60.0)
 # Threads per server process for requests' synchronous code under ASGI (acp/serving/request_threads.py; optimised only).
 ACP_REQUEST_THREADS = env_int("ACP_REQUEST_THREADS", 4)
+# Seconds between the collector's rounds in a server process: collect the young, freeze the survivors
+# (acp/serving/collector.py; optimised only). 0: CPython's own passes alone.
+ACP_GC_FREEZE_INTERVAL = env_float("ACP_GC_FREEZE_INTERVAL", 1.0)
 # The LISTEN connection's round trip: every INTERVAL seconds, failing after TIMEOUT (a frozen backend, a dead route).
 ACP_LISTENER_CHECK_INTERVAL = env_float("ACP_LISTENER_CHECK_INTERVAL", 10.0)
 ACP_LISTENER_CHECK_TIMEOUT = env_float("ACP_LISTENER_CHECK_TIMEOUT", 5.0)

@@ -1,12 +1,12 @@
 """The ASGI application of the chosen serving mode (acp/asgi.py serves it)."""
 
 import functools
-import gc
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
 from acp.serving import middleware, optimised
+from acp.serving.collector import tune_garbage_collector
 from acp.serving.cycles import release_request
 from acp.serving.fast_streams import FastStreamRouter, fast_streams
 from acp.serving.request_threads import PooledThreadsASGIHandler
@@ -42,23 +42,6 @@ class OptimisedASGIHandler(PooledThreadsASGIHandler):
         # Closed once it is sent (not when the client went away meanwhile: the view may still be running then).
         response._resource_closers.append(functools.partial(release_request, request, response))
         return response
-
-
-def tune_garbage_collector() -> None:
-    """Keep the cyclic garbage collector's full passes rare and short in a process holding thousands of waiters.
-
-    Every waiting long-poll keeps its objects alive (≈ 50 KB each), and the objects of each request in flight are
-    promoted to the oldest generation whenever a young collection meets them, so with CPython's defaults a full
-    collection ran every ~12 s and, with 5,000 waiters, stopped the process for 1.2 s (bench/run.py idle-polls).
-    Freezing what the import made (Django, the URL conf, the models) takes it out of every pass. The young
-    generation is collected every 10,000 allocations instead of 700, which promotes far fewer short-lived request
-    objects, and not less often: a young pass walks all it holds, and at 50,000 those passes held a worker with
-    10,000 machine channels for tens of milliseconds each (a command's create→event p99 173 ms there, 62 ms at
-    10,000; bench/channel.py). The oldest generation waits for 100 middle passes instead of 20, so full passes
-    stay as rare as they were at 50,000 (with 5,000 long-polls held, 20 made the prepares' p99 twice as long).
-    """
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 100)
 
 
 def asgi_application():
