@@ -17,7 +17,8 @@ walk is then at most a round's worth of objects. The price is that a reference c
 frozen is not freed by any pass: so once the process's memory blocks have grown by half since the last full
 collection, everything is unfrozen and collected once (as CPython's own rule runs a full pass when the objects
 promoted since the last one reach a quarter of them). With the channels freed by reference counting, that happens
-as their number grows (a worker's first 10,000 channels: five passes, the last of 0.44 s), not as they come and go.
+as their number grows (a worker's first 10,000 channels: four or five passes, the last of 0.4–0.6 s), not as they
+come and go.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class SurvivorFreezer:
     """Each `run_round()`: collect the young and middle generations, then freeze what survived; and a full collection
     once the process's small memory blocks (`sys.getallocatedblocks()`, which frozen garbage holds like any other
     object) have grown by `growth` since the last one. Counting the frozen objects themselves walks them all (~130 ms
-    for a worker's 1.1 million, long enough to show in the prepares' p99), the blocks take 0.1–0.3 ms."""
+    with 10,000 channels held, long enough to show in the prepares' p99); the blocks take 0.1–0.3 ms."""
 
     def __init__(self, *, growth: float = FULL_PASS_GROWTH):
         self.growth = growth
@@ -49,7 +50,7 @@ class SurvivorFreezer:
         self._allowance = self._blocks_after_full_pass()
 
     def run_round(self) -> None:
-        gc.collect(1)  # survivors go to the oldest generation, which holds nothing else between rounds
+        gc.collect(1)  # what survives joins the oldest generation, all of which is frozen with it
         gc.freeze()
         blocks = sys.getallocatedblocks()
         if blocks > (1 + self.growth) * self._allowance:
