@@ -7,8 +7,8 @@ CPython's generations, those objects are walked again and again: a young pass st
 deallocations by the young threshold, and while channels close as fast as they open (a reconnect storm), or each
 keepalive's waiter replaces the last one's (idle channels), that count hardly moves while the young generation fills
 with every object made meanwhile; the first pass then walks them all (0.70 s once a storm's closes stopped, 47–73 ms
-between idle windows), and the middle and full passes walk them again later (README, "The collector and the
-channels").
+between idle windows), and the middle and full passes walk them again later (README, "The collector walks each
+object once").
 
 So here (`SurvivorFreezer`), every ACP_GC_FREEZE_INTERVAL seconds a thread collects the young and middle generations
 (what was made since the last round: a short walk) and freezes what survived (`gc.freeze()`: the permanent
