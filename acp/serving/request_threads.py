@@ -23,7 +23,6 @@ import asyncio
 import collections
 import contextlib
 import contextvars
-import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -200,7 +199,6 @@ async def run_in_background(function: Callable[[], T]) -> T:
     """
     if not optimised():
         return await sync_to_async(run_released, thread_sensitive=False)(function)
-    loop = asyncio.get_running_loop()
     pool = request_thread_pool()
     executor = await pool.lend(background=True)
     try:
@@ -208,11 +206,7 @@ async def run_in_background(function: Callable[[], T]) -> T:
     except BaseException:
         pool.give_back(executor, background=True)
         raise
-    # Given back when the thread is done, not when the awaiting task is cancelled while the function still runs.
-    done.add_done_callback(lambda _: _call_on(loop, pool.give_back, executor, background=True))
+    # Given back when the thread is done, not when the awaiting task is cancelled while the function still runs;
+    # from that thread (the pool hands it on to a waiting loop itself).
+    done.add_done_callback(lambda _: pool.give_back(executor, background=True))
     return await asyncio.wrap_future(done)
-
-
-def _call_on(loop: asyncio.AbstractEventLoop, function, *args, **kwargs) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody left to lend to
-        loop.call_soon_threadsafe(functools.partial(function, *args, **kwargs))
